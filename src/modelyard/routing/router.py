@@ -1,0 +1,350 @@
+"""The model router: symbol → asset class → model (flag, fallback) → prediction + decision.
+
+Rules (see DESIGN.md):
+
+* ``FLAG_ASSET_SPECIFIC_MODELS`` (or the ``asset_specific`` argument) off: every symbol gets
+  the universal model, reason ``flag_off``.
+* On: the class's model serves when its file exists, loads, and declares the registry's
+  feature list (reason ``asset_specific``). Otherwise the universal model serves and the
+  reason says why: ``missing``, ``load_error``, ``feature_mismatch``. A feature row that
+  breaks the model's data contract is served by the universal model with
+  ``contract_violation``. A class that names no model is served by the universal model by
+  design (``no_model``).
+* Each fallback is logged once per (symbol, reason) and counted per (model, reason).
+* ``strict`` raises :class:`RoutingError` instead of falling back.
+* If the universal model cannot load, that is a :class:`ModelLoadError`, never a zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from modelyard.config.flags import asset_specific_enabled
+from modelyard.config.schema import AssetsConfig
+from modelyard.errors import (
+    ContractViolation,
+    DataError,
+    FeatureMismatchError,
+    ModelLoadError,
+    RoutingError,
+)
+from modelyard.models.onnx_model import OnnxModel
+from modelyard.routing.classifier import AssetClassifier, Classification
+from modelyard.routing.contract_checks import ContractCheck, contract_check
+from modelyard.routing.decision import Reason, RouteDecision
+from modelyard.routing.registry import ModelRegistry
+
+__all__ = ["AssetSpecificModelRouter", "ContractCheck"]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    decision: RouteDecision
+    model: OnnxModel
+    names: tuple[str, ...]
+    check: ContractCheck | None
+
+
+ContractFactory = Callable[[str], ContractCheck | None]
+
+
+class AssetSpecificModelRouter:
+    """Route symbols to models and predict through them; see the module docstring."""
+
+    def __init__(
+        self,
+        config: AssetsConfig,
+        *,
+        registry: ModelRegistry | None = None,
+        asset_specific: bool | None = None,
+        strict: bool | None = None,
+        contracts: bool | ContractFactory = True,
+    ) -> None:
+        self.config = config
+        self.asset_specific = asset_specific_enabled(config, asset_specific)
+        self.strict = config.routing.strict if strict is None else strict
+        self.classifier = AssetClassifier(config)
+        self.registry = registry if registry is not None else ModelRegistry(config)
+        self.fallback_counts: Counter[tuple[str, str]] = Counter()
+        self._decisions: dict[str, RouteDecision] = {}
+        self._served: dict[str, _Served] = {}
+        self._logged: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._checks: dict[str, ContractCheck | None] = {}
+        if contracts is True:
+            self._contract_factory: ContractFactory | None = lambda mid: contract_check(
+                self.registry.spec(mid)
+            )
+        elif contracts is False:
+            self._contract_factory = None
+        else:
+            self._contract_factory = contracts
+
+    # --- decisions ------------------------------------------------------------------
+    @property
+    def universal_id(self) -> str:
+        return self.config.universal
+
+    def route(self, symbol: str) -> RouteDecision:
+        """Which model serves ``symbol``, and why. Loads the class model if needed."""
+        decision = self._decisions.get(symbol)
+        if decision is not None:
+            return decision
+        with self._lock:
+            decision = self._decisions.get(symbol)
+            if decision is None:
+                decision = self._decide(self.classifier.classify(symbol))
+                self._decisions[symbol] = decision
+        return decision
+
+    def route_many(self, symbols: Sequence[str]) -> list[RouteDecision]:
+        return [self.route(symbol) for symbol in symbols]
+
+    def decisions(self) -> list[RouteDecision]:
+        """Every decision made so far, in the order first asked."""
+        return list(self._decisions.values())
+
+    def _decide(self, c: Classification) -> RouteDecision:
+        universal = self.universal_id
+        if not self.asset_specific:
+            return self._decision(c, universal, "flag_off")
+        model_id = self.config.class_config(c.asset_class).model
+        if model_id is None:
+            return self._decision(c, universal, "no_model")
+        if model_id == universal:
+            return self._decision(c, universal, "asset_specific")
+        if not self.registry.exists(model_id):
+            return self._fallback(
+                c, model_id, "missing", f"file {self.registry.path(model_id)} does not exist"
+            )
+        try:
+            self.registry.get(model_id)
+        except FeatureMismatchError as exc:
+            return self._fallback(c, model_id, "feature_mismatch", str(exc))
+        except ModelLoadError as exc:
+            return self._fallback(c, model_id, "load_error", str(exc))
+        return self._decision(c, model_id, "asset_specific")
+
+    def _decision(
+        self, c: Classification, model_id: str, reason: Reason, detail: str = ""
+    ) -> RouteDecision:
+        return RouteDecision(
+            symbol=c.symbol,
+            canonical=c.canonical,
+            asset_class=c.asset_class,
+            model_id=model_id,
+            model_sha256=self.registry.file_sha256(model_id),
+            reason=reason,
+            detail=detail,
+        )
+
+    def _fallback(
+        self, c: Classification, model_id: str, reason: Reason, detail: str
+    ) -> RouteDecision:
+        if self.strict:
+            raise RoutingError(
+                f"{c.symbol} ({c.asset_class}): model '{model_id}' is unusable ({reason}): "
+                f"{detail}; strict mode does not fall back to '{self.universal_id}'"
+            )
+        self._count(c.symbol, model_id, reason, detail)
+        return self._decision(c, self.universal_id, reason, detail)
+
+    def _count(self, symbol: str, model_id: str, reason: str, detail: str) -> None:
+        self.fallback_counts[(model_id, reason)] += 1
+        key = (symbol, reason)
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning(
+                "%s: falling back from %s to %s (%s): %s",
+                symbol,
+                model_id,
+                self.universal_id,
+                reason,
+                detail,
+            )
+
+    # --- models and contracts -------------------------------------------------------
+    def model(self, model_id: str) -> OnnxModel:
+        """The loaded model; for the universal model a failure is an error, not a fallback."""
+        try:
+            return self.registry.get(model_id)
+        except ModelLoadError as exc:
+            if model_id == self.universal_id:
+                raise ModelLoadError(
+                    f"the universal model cannot serve, so nothing can: {exc}"
+                ) from exc
+            raise
+
+    def _check(self, model_id: str) -> ContractCheck | None:
+        if model_id not in self._checks:
+            factory = self._contract_factory
+            self._checks[model_id] = factory(model_id) if factory is not None else None
+        return self._checks[model_id]
+
+    def _serve(self, symbol: str) -> _Served:
+        served = self._served.get(symbol)
+        if served is None:
+            decision = self.route(symbol)
+            served = _Served(
+                decision,
+                self.model(decision.model_id),
+                self.registry.spec(decision.model_id).features,
+                self._check(decision.model_id),
+            )
+            self._served[symbol] = served
+        return served
+
+    # --- prediction -----------------------------------------------------------------
+    def predict(self, symbol: str, features: Mapping[str, float] | npt.ArrayLike) -> float:
+        """Predict one row for ``symbol``.
+
+        ``features`` is a mapping of feature name → value (it may hold more names than the
+        model needs, e.g. the universal model's too, which a contract fallback uses) or a
+        1-D array in the serving model's feature order.
+        """
+        served = self._serve(symbol)
+        model = served.model
+        if isinstance(features, Mapping):
+            row = np.array([features[name] for name in served.names], dtype=model.dtype)
+        else:
+            row = np.asarray(features, dtype=model.dtype)
+        if served.check is not None:
+            problem = served.check.row(row)
+            if problem is not None:
+                return self._predict_after_violation(symbol, served, features, problem)
+        return float(model.run_raw(row.reshape(1, -1))[0].item(0))
+
+    def _predict_after_violation(
+        self,
+        symbol: str,
+        served: _Served,
+        features: Mapping[str, float] | npt.ArrayLike,
+        problem: str,
+    ) -> float:
+        decision = served.decision
+        universal = self.universal_id
+        if self.strict or decision.model_id == universal:
+            raise ContractViolation(
+                f"{symbol}: features break the contract of model '{decision.model_id}': {problem}",
+                rule=problem,
+                count=1,
+            )
+        self._count(symbol, decision.model_id, "contract_violation", problem)
+        names = self.registry.spec(universal).features
+        if isinstance(features, Mapping):
+            try:
+                values = [features[name] for name in names]
+            except KeyError as exc:
+                raise RoutingError(
+                    f"{symbol}: contract violation ({problem}) and no universal feature "
+                    f"{exc.args[0]!r} to fall back on; pass the universal features too"
+                ) from None
+        elif names == served.names:
+            values = list(np.asarray(features, dtype=np.float64))
+        else:
+            raise RoutingError(
+                f"{symbol}: contract violation ({problem}); pass a mapping with the "
+                "universal model's features to fall back"
+            )
+        return float(self.model(universal).predict(np.asarray(values))[0])
+
+    def predict_frame(
+        self, frame: pd.DataFrame, *, symbol_col: str = "symbol", with_models: bool = False
+    ) -> pd.Series | pd.DataFrame:
+        """Predict many rows of many symbols: rows are grouped by model, one run per model.
+
+        ``frame`` has a ``symbol_col`` column and a column per feature name of every model
+        that may serve (the universal model's too, where a contract fallback may need them).
+        Returns a float64 Series aligned to ``frame.index`` (with ``with_models``: a frame of
+        ``prediction`` and ``model_id``).
+        """
+        if symbol_col not in frame.columns:
+            raise DataError(f"predict_frame: the frame has no '{symbol_col}' column")
+        n = len(frame)
+        out = np.empty(n, dtype=np.float64)
+        model_of_row = np.empty(n, dtype=object)
+        codes, uniques = pd.factorize(frame[symbol_col].to_numpy())
+        served_models = np.array([self.route(s).model_id for s in uniques], dtype=object)
+        per_row = served_models[codes] if len(uniques) > 1 else None
+        fallback_rows: list[npt.NDArray[np.intp]] = []
+        for model_id in dict.fromkeys(served_models.tolist()):
+            rows = None if per_row is None else np.flatnonzero(per_row == model_id)
+            bad = self._predict_rows(frame, model_id, rows, out, model_of_row, uniques, codes)
+            if bad is not None:
+                fallback_rows.append(bad)
+        if fallback_rows:
+            rows = np.concatenate(fallback_rows)
+            self._predict_rows(frame, self.universal_id, rows, out, model_of_row, uniques, codes)
+        series = pd.Series(out, index=frame.index, name="prediction")
+        if with_models:
+            return pd.DataFrame({"prediction": series, "model_id": model_of_row}, index=frame.index)
+        return series
+
+    def _predict_rows(
+        self,
+        frame: pd.DataFrame,
+        model_id: str,
+        rows: npt.NDArray[np.intp] | None,
+        out: FloatArray,
+        model_of_row: npt.NDArray[Any],
+        uniques: Any,
+        codes: npt.NDArray[np.intp],
+    ) -> npt.NDArray[np.intp] | None:
+        """Predict ``rows`` (None = all) with ``model_id``; returns rows that broke its contract."""
+        model = self.model(model_id)
+        names = list(self.registry.spec(model_id).features)
+        missing = [name for name in names if name not in frame.columns]
+        if missing:
+            raise DataError(
+                f"predict_frame: model '{model_id}' needs columns {missing} the frame lacks"
+            )
+        x = frame[names].to_numpy(dtype=model.dtype)
+        if rows is not None:
+            x = x[rows]
+        check = self._check(model_id)
+        bad_rows = None
+        if check is not None and len(x):
+            bad = check.batch(x)
+            if bad.any():
+                index = np.flatnonzero(bad)
+                all_rows = np.arange(len(frame)) if rows is None else rows
+                first_row = int(all_rows[index[0]])
+                symbol = str(uniques[codes[first_row]])
+                problem = check.row(x[index[0]]) or "contract"
+                if self.strict or model_id == self.universal_id:
+                    raise ContractViolation(
+                        f"{symbol}: {len(index)} feature row(s) break the contract of model "
+                        f"'{model_id}', first at {frame.index[first_row]}: {problem}",
+                        rule=problem,
+                        count=len(index),
+                        first=tuple(frame.index[all_rows[index[:5]]]),
+                    )
+                for i in index:
+                    sym = str(uniques[codes[all_rows[i]]])
+                    self._count(sym, model_id, "contract_violation", problem)
+                bad_rows = all_rows[index]
+                keep = ~bad
+                x = x[keep]
+                rows = all_rows[keep]
+        if len(x):
+            pred = np.asarray(model.run_raw(x), dtype=np.float64).reshape(-1)
+            if rows is None:
+                out[:] = pred
+                model_of_row[:] = model_id
+            else:
+                out[rows] = pred
+                model_of_row[rows] = model_id
+        return bad_rows
