@@ -84,6 +84,7 @@ class AssetSpecificModelRouter:
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._checks: dict[str, ContractCheck | None] = {}
+        self._plans: dict[tuple[object, ...], list[tuple[str, npt.NDArray[np.intp] | None]]] = {}
         if contracts is True:
             self._contract_factory: ContractFactory | None = lambda mid: contract_check(
                 self.registry.spec(mid)
@@ -276,22 +277,38 @@ class AssetSpecificModelRouter:
         n = len(frame)
         out = np.empty(n, dtype=np.float64)
         model_of_row = np.empty(n, dtype=object)
-        codes, uniques = pd.factorize(frame[symbol_col].to_numpy())
-        served_models = np.array([self.route(s).model_id for s in uniques], dtype=object)
-        per_row = served_models[codes] if len(uniques) > 1 else None
+        symbols = frame[symbol_col].to_numpy()
+        plan = self._plan(symbols)
         fallback_rows: list[npt.NDArray[np.intp]] = []
-        for model_id in dict.fromkeys(served_models.tolist()):
-            rows = None if per_row is None else np.flatnonzero(per_row == model_id)
-            bad = self._predict_rows(frame, model_id, rows, out, model_of_row, uniques, codes)
+        for model_id, rows in plan:
+            bad = self._predict_rows(frame, model_id, rows, out, model_of_row, symbols)
             if bad is not None:
                 fallback_rows.append(bad)
         if fallback_rows:
             rows = np.concatenate(fallback_rows)
-            self._predict_rows(frame, self.universal_id, rows, out, model_of_row, uniques, codes)
+            self._predict_rows(frame, self.universal_id, rows, out, model_of_row, symbols)
         series = pd.Series(out, index=frame.index, name="prediction")
         if with_models:
             return pd.DataFrame({"prediction": series, "model_id": model_of_row}, index=frame.index)
         return series
+
+    def _plan(self, symbols: npt.NDArray[Any]) -> list[tuple[str, npt.NDArray[np.intp] | None]]:
+        """Rows grouped by serving model (None = every row); memoised per symbol sequence."""
+        key = tuple(symbols.tolist())
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        codes, uniques = pd.factorize(symbols)
+        served = np.array([self.route(s).model_id for s in uniques], dtype=object)
+        order = list(dict.fromkeys(served.tolist()))
+        if len(order) == 1:
+            plan = [(order[0], None)]
+        else:
+            per_row = served[codes]
+            plan = [(mid, np.flatnonzero(per_row == mid)) for mid in order]
+        if len(self._plans) < 64:
+            self._plans[key] = plan
+        return plan
 
     def _predict_rows(
         self,
@@ -300,8 +317,7 @@ class AssetSpecificModelRouter:
         rows: npt.NDArray[np.intp] | None,
         out: FloatArray,
         model_of_row: npt.NDArray[Any],
-        uniques: Any,
-        codes: npt.NDArray[np.intp],
+        symbols: npt.NDArray[Any],
     ) -> npt.NDArray[np.intp] | None:
         """Predict ``rows`` (None = all) with ``model_id``; returns rows that broke its contract."""
         model = self.model(model_id)
@@ -311,7 +327,8 @@ class AssetSpecificModelRouter:
             raise DataError(
                 f"predict_frame: model '{model_id}' needs columns {missing} the frame lacks"
             )
-        x = frame[names].to_numpy(dtype=model.dtype)
+        # reindex is about 2x faster than frame[names] on a frame with a string column.
+        x = frame.reindex(columns=names).to_numpy(dtype=model.dtype)
         if rows is not None:
             x = x[rows]
         check = self._check(model_id)
@@ -322,7 +339,7 @@ class AssetSpecificModelRouter:
                 index = np.flatnonzero(bad)
                 all_rows = np.arange(len(frame)) if rows is None else rows
                 first_row = int(all_rows[index[0]])
-                symbol = str(uniques[codes[first_row]])
+                symbol = str(symbols[first_row])
                 problem = check.row(x[index[0]]) or "contract"
                 if self.strict or model_id == self.universal_id:
                     raise ContractViolation(
@@ -333,7 +350,7 @@ class AssetSpecificModelRouter:
                         first=tuple(frame.index[all_rows[index[:5]]]),
                     )
                 for i in index:
-                    sym = str(uniques[codes[all_rows[i]]])
+                    sym = str(symbols[all_rows[i]])
                     self._count(sym, model_id, "contract_violation", problem)
                 bad_rows = all_rows[index]
                 keep = ~bad
