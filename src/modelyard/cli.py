@@ -105,6 +105,14 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_emulator_serve(args: argparse.Namespace) -> int:
+    from modelyard.emulator import serve
+
+    symbols = _split_symbols(args.symbols) if args.symbols else None
+    serve(port=args.port, symbols=symbols, speed=args.speed)
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modelyard", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -115,6 +123,19 @@ def _build_parser() -> argparse.ArgumentParser:
     _routing_flags(route)
     _common(route)
     route.set_defaults(handler=_cmd_route)
+
+    from modelyard._cli_models import add_parsers as add_model_parsers
+
+    add_model_parsers(sub)
+
+    emulator = sub.add_parser("emulator", help="the local Alpaca emulator")
+    emulator_sub = emulator.add_subparsers(dest="emulator_command", required=True)
+    serve = emulator_sub.add_parser("serve", help="serve a local Alpaca venue on 127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    serve.add_argument("--symbols", nargs="*", help="symbols to serve (default: bundled)")
+    serve.add_argument("--speed", type=float, default=60.0, help="replayed bars per second")
+    _common(serve)
+    serve.set_defaults(handler=_cmd_emulator_serve)
     return parser
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from modelyard.config.schema import AssetsConfig, ModelConfig
 from modelyard.errors import ModelLoadError
+from modelyard.models.cards import read_card
 from modelyard.models.onnx_model import OnnxModel
 
 __all__ = ["ModelRegistry"]
@@ -81,7 +82,7 @@ class ModelRegistry:
                 model = OnnxModel(
                     spec.path,
                     model_id=model_id,
-                    expected_sha256=spec.sha256,
+                    expected_sha256=self._expected_sha256(model_id),
                     expected_features=spec.features,
                 )
             except ModelLoadError as exc:
@@ -90,6 +91,14 @@ class ModelRegistry:
             log.info("loaded model %s from %s (sha256 %s)", model_id, spec.path, model.sha256)
             self._loaded[model_id] = model
             return model
+
+    def _expected_sha256(self, model_id: str) -> str | None:
+        """The registry's sha256, else the one in the model card beside the file."""
+        spec = self.spec(model_id)
+        if spec.sha256 is not None:
+            return spec.sha256
+        card = read_card(spec.path) if spec.path.is_file() else None
+        return card.sha256 if card is not None else None
 
     def reset(self) -> None:
         """Forget loaded sessions and remembered failures."""

@@ -1,0 +1,227 @@
+"""Train a model end to end: bars → dataset → walk-forward penalty search → fit → ONNX.
+
+The model is ``StandardScaler`` + ``Ridge``. The penalty is the one with the best mean
+out-of-sample IC over the walk-forward folds (ties go to the stronger penalty). The final
+pipeline is fitted on every row; the parity gate checks it on the last fold's rows. Seeds are
+fixed and BLAS runs on one thread, so the same inputs give the same ONNX bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from modelyard._atomic import write_bytes_atomic
+from modelyard.config.schema import AssetsConfig
+from modelyard.errors import ConfigError
+from modelyard.models.cards import FoldMetrics, ModelCard, card_path, package_versions
+from modelyard.models.dataset import Dataset, build_dataset
+from modelyard.models.export import INTERFACE_VERSION, to_onnx_bytes
+from modelyard.models.metrics import icir, metrics
+from modelyard.models.onnx_model import file_sha256
+from modelyard.models.parity import check_parity
+from modelyard.models.walkforward import walk_forward_folds
+
+__all__ = [
+    "ALPHAS",
+    "TrainResult",
+    "default_symbols",
+    "fit_pipeline",
+    "resolve_model_id",
+    "train_model",
+    "walk_forward_predictions",
+]
+
+log = logging.getLogger(__name__)
+
+ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 5, 15))
+N_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    card: ModelCard
+    onnx_path: Path
+    card_path: Path
+
+
+def fit_pipeline(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], alpha: float) -> Any:
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    pipeline = Pipeline(
+        [("scale", StandardScaler()), ("ridge", Ridge(alpha=alpha, solver="cholesky"))]
+    )
+    with threadpool_limits(limits=1):
+        pipeline.fit(x, y)
+    return pipeline
+
+
+def walk_forward_predictions(
+    dataset: Dataset, alpha: float, n_folds: int = N_FOLDS
+) -> tuple[npt.NDArray[np.float64], list[tuple[int, int, npt.NDArray[np.intp]]]]:
+    """Out-of-sample predictions for every validation row (NaN elsewhere) and the folds."""
+    out = np.full(len(dataset), np.nan)
+    folds = []
+    for fold in walk_forward_folds(dataset, n_folds):
+        if fold.train.size == 0 or fold.validate.size == 0:
+            continue
+        pipeline = fit_pipeline(dataset.x[fold.train], dataset.y[fold.train], alpha)
+        out[fold.validate] = pipeline.predict(dataset.x[fold.validate])
+        folds.append((fold.index, fold.validate_start, fold.validate))
+    return out, folds
+
+
+def _choose_alpha(dataset: Dataset, alphas: Sequence[float]) -> tuple[float, dict[float, float]]:
+    scores: dict[float, float] = {}
+    for alpha in alphas:
+        pred, folds = walk_forward_predictions(dataset, alpha)
+        fold_ics = [metrics(pred[rows], dataset.y[rows]).ic for _, _, rows in folds]
+        finite = [v for v in fold_ics if np.isfinite(v)]
+        scores[alpha] = float(np.mean(finite)) if finite else float("-inf")
+    best = max(scores.values())
+    chosen = max(a for a, s in scores.items() if s == best)  # ties → stronger penalty
+    return chosen, scores
+
+
+def resolve_model_id(config: AssetsConfig, which: str) -> tuple[str, str]:
+    """``universal | crypto | equities | options | <model id>`` → (model id, asset class)."""
+    if which == "universal" or which == config.universal:
+        return config.universal, "universal"
+    if which in config.asset_classes:
+        model_id = config.class_config(which).model
+        if model_id is None:
+            raise ConfigError(f"asset class '{which}' names no model", key=f"asset_classes.{which}")
+        return model_id, which
+    for name, cls in config.asset_classes.items():
+        if cls.model == which:
+            return which, name
+    choices = ["universal", *config.asset_classes]
+    raise ConfigError(f"unknown model '{which}'; use one of {', '.join(choices)}", key="--model")
+
+
+def default_symbols(config: AssetsConfig, asset_class: str, timeframe: str) -> list[str]:
+    """Bundled symbols of ``asset_class`` (every class for the universal model) at ``timeframe``."""
+    from modelyard.feeds import bundled
+    from modelyard.routing.classifier import AssetClassifier
+
+    classifier = AssetClassifier(config)
+    table = bundled()
+    symbols = sorted(set(table.loc[table["timeframe"] == timeframe, "symbol"]))
+    if asset_class == "universal":
+        return symbols
+    return [s for s in symbols if classifier.classify(s).asset_class == asset_class]
+
+
+def train_model(
+    config: AssetsConfig,
+    which: str,
+    *,
+    symbols: Sequence[str] | None = None,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    horizon: int | None = None,
+    timeframe: str = "1d",
+    out: Path | None = None,
+    bars: Mapping[str, pd.DataFrame] | None = None,
+    alphas: Sequence[float] = ALPHAS,
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train ``which`` (``universal``, an asset class, or a model id) and write ONNX + card."""
+    from modelyard.feeds import load_bars
+
+    model_id, asset_class = resolve_model_id(config, which)
+    spec = config.models[model_id]
+    horizon = spec.horizon if horizon is None else horizon
+    if bars is None:
+        names = list(symbols) if symbols else default_symbols(config, asset_class, timeframe)
+        if not names:
+            raise ConfigError(f"no bundled {timeframe} symbols for '{which}'; pass --symbols")
+        bars = {s: load_bars(s, timeframe, start, end) for s in names}
+    dataset = build_dataset(bars, spec.spec, horizon, progress=progress)
+    if dataset.feature_names != spec.features:
+        raise ConfigError(
+            f"model '{model_id}' lists features {list(spec.features)} but spec "
+            f"'{spec.spec}' computes {list(dataset.feature_names)}",
+            key=f"models.{model_id}.features",
+        )
+    if progress is not None:
+        progress(f"penalty search over {len(alphas)} values × {N_FOLDS} folds")
+    alpha, scores = _choose_alpha(dataset, alphas)
+    oos, folds = walk_forward_predictions(dataset, alpha)
+    fold_metrics = []
+    fold_ics = []
+    for index, start_ns, rows in folds:
+        m = metrics(oos[rows], dataset.y[rows])
+        fold_ics.append(m.ic)
+        fold_metrics.append(
+            FoldMetrics(
+                fold=index,
+                start=pd.Timestamp(start_ns, tz="UTC").isoformat(),
+                **_finite(m.as_dict()),
+            )
+        )
+    seen = np.isfinite(oos)
+    overall = FoldMetrics(fold="overall", **_finite(metrics(oos[seen], dataset.y[seen]).as_dict()))
+    if progress is not None:
+        progress(f"fit alpha={alpha:g} on {len(dataset)} rows; export and parity gate")
+    pipeline = fit_pipeline(dataset.x, dataset.y, alpha)
+    metadata = {
+        "modelyard.asset_class": asset_class,
+        "modelyard.horizon": str(horizon),
+        "modelyard.timeframe": timeframe,
+        "modelyard.training_start": dataset.start.isoformat(),
+        "modelyard.training_end": dataset.end.isoformat(),
+        "modelyard.data_sha256": dataset.sha256(),
+        "modelyard.spec": spec.spec,
+    }
+    onnx_bytes = to_onnx_bytes(pipeline, spec.features, model_id=model_id, metadata=metadata)
+    held_out = folds[-1][2]
+    parity = check_parity(pipeline, onnx_bytes, dataset.x[held_out], model_id=model_id)
+    onnx_path = Path(out) if out is not None else spec.path
+    write_bytes_atomic(onnx_path, onnx_bytes)
+    card = ModelCard(
+        id=model_id,
+        asset_class=asset_class,
+        spec=spec.spec,
+        features=spec.features,
+        horizon=horizon,
+        timeframe=timeframe,
+        symbols=tuple(sorted(bars)),
+        training_start=dataset.start.isoformat(),
+        training_end=dataset.end.isoformat(),
+        rows=len(dataset),
+        data_sha256=dataset.sha256(),
+        penalty={
+            "model": "Ridge",
+            "alpha": alpha,
+            "selection": "max mean walk-forward IC",
+            "scores": {f"{a:g}": (s if np.isfinite(s) else None) for a, s in scores.items()},
+        },
+        parity_max_abs_diff=parity,
+        sha256=file_sha256(onnx_path),
+        interface_version=INTERFACE_VERSION,
+        folds=tuple(fold_metrics),
+        overall=overall,
+        icir=_finite({"v": icir(fold_ics)})["v"],
+        packages=package_versions(),
+    )
+    written = card.write(card_path(onnx_path))
+    log.info("trained %s: %d rows, alpha %g, sha256 %s", model_id, len(dataset), alpha, card.sha256)
+    return TrainResult(card, onnx_path, written)
+
+
+def _finite(values: Mapping[str, float | int]) -> dict[str, Any]:
+    """JSON has no NaN: undefined metrics become None."""
+    return {
+        k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in values.items()
+    }
