@@ -106,10 +106,28 @@ def _cmd_route(args: argparse.Namespace) -> int:
 
 
 def _cmd_emulator_serve(args: argparse.Namespace) -> int:
-    from modelyard.emulator import serve
+    import time
+
+    from modelyard.emulator import Emulator
 
     symbols = _split_symbols(args.symbols) if args.symbols else None
-    serve(port=args.port, symbols=symbols, speed=args.speed)
+    with Emulator(port=args.port, symbols=symbols, speed=args.speed) as emu:
+        lines = [
+            f"REST (url_override)  {emu.base_url}",
+            f"trading stream       {emu.trading_stream_url}",
+            f"stock data stream    {emu.stock_stream_url}",
+            f"crypto data stream   {emu.crypto_stream_url}",
+            f"keys (emulator only) APCA_API_KEY_ID={emu.key_id} "
+            f"APCA_API_SECRET_KEY={emu.secret_key}",
+            "Ctrl-C stops the emulator.",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+        try:
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            sys.stdout.write("emulator stopped\n")
     return 0
 
 
