@@ -33,7 +33,7 @@ def test_emulator_serve_from_the_cli() -> None:
         assert first.startswith("REST (url_override)"), first
         base_url = first.split()[-1]
         lines = [proc.stdout.readline() for _ in range(4)]
-        keys = dict(part.split("=", 1) for part in lines[3].split()[1:])
+        keys = dict(part.split("=", 1) for part in lines[3].split() if "=" in part)
         client = TradingClient(
             keys["APCA_API_KEY_ID"], keys["APCA_API_SECRET_KEY"], paper=True, url_override=base_url
         )
