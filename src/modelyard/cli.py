@@ -105,12 +105,25 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop a foreground job, even when started with SIGINT ignored
+    (a parent such as a pytest-xdist worker or ``nohup`` passes SIG_IGN on)."""
+    import signal
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def _cmd_emulator_serve(args: argparse.Namespace) -> int:
     import time
 
     from modelyard.emulator import Emulator
 
     symbols = _split_symbols(args.symbols) if args.symbols else None
+    _stop_on_signals()
     with Emulator(port=args.port, symbols=symbols, speed=args.speed) as emu:
         lines = [
             f"REST (url_override)  {emu.base_url}",
