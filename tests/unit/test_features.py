@@ -362,3 +362,54 @@ def test_online_matches_vectorized_property(bars: pd.DataFrame, name: str) -> No
     assert np.isfinite(frame).all()
     rsi = frame[:, list(spec.names).index("rsi_14")]
     assert ((rsi >= 0.0) & (rsi <= 100.0)).all()
+
+
+def test_vectorized_window_sums_keep_flat_rules_after_large_values() -> None:
+    """The vectorized path's O(1) window sums must not drift: flat runs after huge values
+    still give exactly 0 (volz, volm) and 50 (rsi), and every row matches online."""
+    n = 1500
+    rng = np.random.default_rng(11)
+    bars = _synthetic(n, seed=11)
+    volume = rng.lognormal(20.0, 3.0, n)  # up to ~1e13
+    volume[300:400] = 0.0
+    volume[600:700] = 0.1  # constant, not exactly representable
+    volume[900:1000] = 1e-7 * (1.0 + 1e-15 * rng.uniform(size=100))  # flat up to rounding
+    bars["volume"] = volume
+    flat_price = float(bars["close"].iloc[1100])
+    for col in ("open", "high", "low", "close"):
+        prices = bars[col].to_numpy().copy()
+        prices[1100:1200] = flat_price
+        bars[col] = prices
+    spec = spec_for("crypto")
+    got = compute(bars, spec)
+    for lo, hi in ((300, 400), (600, 700), (900, 1000)):
+        assert (got["volz_24"].iloc[lo + 23 : hi] == 0.0).all()
+    assert (got["volm_24"].iloc[323:400] == 0.0).all()
+    assert (got["rsi_14"].iloc[1114:1200] == 50.0).all()
+    assert (got["vol_24"].iloc[1124:1200] == 0.0).all()
+    _assert_parity(bars, spec)
+    _assert_parity(bars, spec_for("equities"))
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "start"),
+    [(1, 1, 0), (50, 1, 0), (50, 7, 0), (50, 7, 9), (60, 24, 72), (200, 72, 72), (200, 13, 150)],
+)
+def test_window_sums_match_naive_and_keep_nan_local(n: int, k: int, start: int) -> None:
+    from modelyard.models._feature_kernels import _window_sums
+
+    rng = np.random.default_rng(n * 1000 + k)
+    x = rng.lognormal(0.0, 4.0, n) * rng.choice([-1.0, 1.0], n)
+    x[n // 2] = np.nan
+    suf, sums = np.full(n, -1.0), np.full(n, -1.0)
+    _window_sums(x, k, start, suf, sums)
+    first = max(start, k - 1)
+    for t in range(first, n):
+        window = x[t - k + 1 : t + 1]
+        if np.isnan(window).any():
+            assert np.isnan(sums[t])
+        else:
+            np.testing.assert_allclose(
+                sums[t], window.sum(), rtol=1e-12, atol=1e-12 * np.abs(window).sum()
+            )
+    assert (sums[:first] == -1.0).all()

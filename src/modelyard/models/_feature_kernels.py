@@ -1,10 +1,13 @@
-"""Numba kernels shared by the vectorized and the online feature paths.
+"""Numba kernels for the vectorized and the online feature paths.
 
-One function, :func:`row_kernel`, computes every feature of one bar ``t`` from a
-``(N_SERIES, n)`` array of past bars. ``compute`` calls it for every ``t`` of a whole
-frame; ``OnlineFeatures`` calls it on a window of a fixed-size ring buffer. Both run
-the same compiled arithmetic in the same order, so the two paths agree bit for bit.
-Window sums are recomputed from the window each bar (no running sums, no drift).
+``_row`` computes every feature of one bar ``t`` from a ``(N_SERIES, n)`` array of past
+bars, recomputing each window sum from the window (no running sums, no drift).
+``OnlineFeatures`` calls it (``push_kernel``) on a window of a fixed-size ring buffer.
+``compute`` (``run_kernel``) fills a whole frame column by column with O(1)-per-bar
+window sums that only ever add values of their own window (``_window_sums``), and falls
+back to ``_row``'s exact two-pass std where a windowed std is ill-conditioned (flat or
+near-flat windows), so the volz flat rule decides identically. The two paths agree to
+rounding (well within 1e-9 relative), not bit for bit.
 """
 
 from __future__ import annotations
@@ -135,15 +138,163 @@ def _log_ret_impl(c_now: float, c_prev: float) -> float:
 _log_ret = _jit(_log_ret_impl)
 
 
+def _window_sums_impl(x: Any, k: int, start: int, suf: Any, sums: Any) -> None:
+    """``sums[t] = x[t-k+1] + ... + x[t]`` for ``t >= max(start, k-1)``, in O(1) per bar.
+
+    The array is cut into blocks of ``k`` bars; a window is the suffix of one block plus
+    the prefix of the next (van Herk / Gil-Werman), so every sum only adds values of its
+    own window: no running subtraction, no drift, NaN stays in its windows, and a sum of
+    non-negative values is exactly 0 only when all of them are 0.
+    """
+    n = x.shape[0]
+    first = max(start, k - 1)
+    if first >= n:
+        return
+    # Suffix sums of the blocks that windows start in: blocks of first-k+1 .. n-k.
+    b0 = (first - k + 1) // k
+    for b in range(b0, n // k + 1):
+        lo = b * k
+        hi = min(lo + k, n)
+        acc = 0.0
+        for i in range(hi - 1, lo - 1, -1):
+            acc += x[i]
+            suf[i] = acc
+    pre = 0.0
+    for i in range((first // k) * k, first):
+        pre += x[i]
+    for t in range(first, n):
+        if t % k == 0:
+            pre = 0.0
+        pre += x[t]
+        if t % k == k - 1:
+            sums[t] = pre
+        else:
+            sums[t] = suf[t - k + 1] + pre
+
+
+_window_sums = _jit(_window_sums_impl)
+
+# A windowed std from running sums is used when the window's centred sum of squares is
+# above this fraction of its raw sum of squares (then the cancellation in
+# ``sum(x^2) - sum(x)^2 / k`` costs at most ~100x rounding); otherwise, e.g. for flat or
+# all-zero windows, the exact two-pass ``_std_mean`` of the online path decides.
+_STD_WELL_CONDITIONED = 0.01
+
+
+def _std_column_impl(
+    data: Any, s: int, k: int, start: int, scratch: Any, out: Any, j: int, zscore: bool
+) -> None:
+    x = data[s]
+    n = x.shape[0]
+    suf, s1, s2, sq = scratch[0], scratch[1], scratch[2], scratch[3]
+    _window_sums(x, k, start, suf, s1)
+    for i in range(n):
+        sq[i] = x[i] * x[i]
+    _window_sums(sq, k, start, suf, s2)
+    for t in range(start, n):
+        a = s1[t]
+        q = s2[t]
+        num = q - a * a / k
+        if num > _STD_WELL_CONDITIONED * q:
+            sd = math.sqrt(num / (k - 1))
+            m = a / k
+        else:
+            sd, m = _std_mean(data, s, t, k)
+        if zscore:
+            out[t, j] = 0.0 if sd <= _VOLZ_FLAT * abs(m) else (x[t] - m) / sd
+        else:
+            out[t, j] = sd
+
+
+_std_column = _jit(_std_column_impl)
+
+
 def _run_impl(kinds: Any, params: Any, data: Any, warmup: int, out: Any) -> None:
+    """Column by column; window sums in O(1) per bar (``_window_sums``), so the result
+    matches ``_row`` (the online path) to rounding, not bit for bit."""
     n = data.shape[1]
     data[_R1, 0] = np.nan
     for t in range(1, n):
         data[_R1, t] = _log_ret(data[_C, t], data[_C, t - 1])
     for t in range(min(warmup, n)):
         out[t, :] = np.nan
-    for t in range(warmup, n):
-        _row(kinds, params, data, t, out, t)
+    if warmup >= n:
+        return
+    c = data[_C]
+    v = data[_V]
+    r1 = data[_R1]
+    scratch = np.empty((4, n), dtype=np.float64)
+    suf, s1, s2, tmp = scratch[0], scratch[1], scratch[2], scratch[3]
+    for j in range(kinds.shape[0]):
+        kind = kinds[j]
+        k = int(params[j, 0])
+        if kind == _RET:
+            if k == 1:
+                for t in range(warmup, n):
+                    out[t, j] = r1[t]
+            else:
+                for t in range(warmup, n):
+                    out[t, j] = math.log(c[t] / c[t - k])
+        elif kind == _RET_LAG:
+            lag = int(params[j, 1])
+            if k == 1:
+                for t in range(warmup, n):
+                    out[t, j] = r1[t - lag]
+            else:
+                for t in range(warmup, n):
+                    out[t, j] = math.log(c[t - lag] / c[t - lag - k])
+        elif kind == _VOL:
+            _std_column(data, _R1, k, warmup, scratch, out, j, False)
+        elif kind == _VOLZ:
+            _std_column(data, _V, k, warmup, scratch, out, j, True)
+        elif kind == _MOM:
+            _window_sums(c, k, warmup, suf, s1)
+            for t in range(warmup, n):
+                out[t, j] = c[t] / (s1[t] / k) - 1.0
+        elif kind == _VOLM:
+            long = int(params[j, 1])
+            eps = params[j, 2]
+            _window_sums(v, k, warmup, suf, s1)
+            _window_sums(v, long, warmup, suf, s2)
+            for t in range(warmup, n):
+                out[t, j] = math.log((s1[t] / k + eps) / (s2[t] / long + eps))
+        elif kind == _RANGE_HL:
+            for t in range(warmup, n):
+                out[t, j] = (data[_H, t] - data[_L, t]) / c[t]
+        elif kind == _CLOSE_LOC:
+            for t in range(warmup, n):
+                rng = data[_H, t] - data[_L, t]
+                out[t, j] = 0.5 if rng == 0.0 else (c[t] - data[_L, t]) / rng
+        elif kind == _RSI:
+            tmp[0] = 0.0
+            for i in range(1, n):
+                d = c[i] - c[i - 1]
+                tmp[i] = d if d > 0.0 else 0.0
+            _window_sums(tmp, k, warmup, suf, s1)
+            for i in range(1, n):
+                d = c[i] - c[i - 1]
+                tmp[i] = 0.0 if d > 0.0 else -d
+            _window_sums(tmp, k, warmup, suf, s2)
+            for t in range(warmup, n):
+                gain = s1[t]
+                tot = gain + s2[t]
+                out[t, j] = 50.0 if tot == 0.0 else 100.0 * gain / tot
+        elif kind in (_HOUR_SIN, _HOUR_COS):
+            table = np.empty(24, dtype=np.float64)
+            for h in range(24):
+                arg = _TWO_PI_OVER_24 * float(h)
+                table[h] = math.sin(arg) if kind == _HOUR_SIN else math.cos(arg)
+            for t in range(warmup, n):
+                hour = data[_HOUR, t]
+                if 0.0 <= hour < 24.0 and float(int(hour)) == hour:
+                    out[t, j] = table[int(hour)]
+                elif kind == _HOUR_SIN:
+                    out[t, j] = math.sin(_TWO_PI_OVER_24 * hour)
+                else:
+                    out[t, j] = math.cos(_TWO_PI_OVER_24 * hour)
+        else:  # _GAP
+            for t in range(warmup, n):
+                out[t, j] = math.log(data[_O, t] / c[t - 1])
 
 
 def _push_impl(

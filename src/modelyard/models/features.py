@@ -1,10 +1,10 @@
 """Feature specs, computed two ways that give the same numbers.
 
 ``compute(bars, spec)`` fills a whole frame (research, training, backtests);
-``OnlineFeatures(spec).update(bar)`` gives one row per new bar (live). Both call the
-same compiled kernel (:mod:`modelyard.models._feature_kernels`), so they agree bit for
-bit. No feature at bar ``t`` reads anything after ``t``; only :func:`compute_target`
-looks ahead.
+``OnlineFeatures(spec).update(bar)`` gives one row per new bar (live). Both run the
+same formulas compiled in :mod:`modelyard.models._feature_kernels` and agree to rounding
+(well within 1e-9 relative). No feature at bar ``t`` reads anything after ``t``; only
+:func:`compute_target` looks ahead.
 
 Formulas (``c o h l v`` = close open high low volume; ``r_t = log(c_t / c_{t-1})``;
 means are simple; ``std`` uses ddof=1; "lookback" = bars before ``t`` that are read):
@@ -304,7 +304,8 @@ class OnlineFeatures:
     """Feature rows one bar at a time, in bounded memory.
 
     Keeps the last ``warmup + 1`` bars in a fixed ``numpy`` ring buffer and runs the
-    same kernel as :func:`compute` on it. Timestamps must strictly increase.
+    per-bar kernel on it (the formulas of :func:`compute`). Timestamps must strictly
+    increase.
     """
 
     __slots__ = ("_bar", "_buf", "_count", "_head", "_kinds", "_last", "_out", "_params", "spec")
