@@ -12,14 +12,14 @@ The whole state serialises to JSON (:meth:`VenueState.to_dict`), which is what
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from modelyard._atomic import write_text_atomic
 
 __all__ = [
     "OrderRecord",
@@ -249,17 +249,7 @@ class VenueState:
         """Write atomically: a temporary file in the same folder, fsync, then rename."""
         with self.lock:
             payload = json.dumps(self.to_dict(), indent=1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, payload)
 
     @classmethod
     def load(cls, path: Path) -> VenueState:
