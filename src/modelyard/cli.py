@@ -159,6 +159,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_model_parsers(sub)
 
+    from modelyard._cli_backtest import add_parser as add_backtest_parser
+
+    add_backtest_parser(sub)
+
     emulator = sub.add_parser("emulator", help="the local Alpaca emulator")
     emulator_sub = emulator.add_subparsers(dest="emulator_command", required=True)
     serve = emulator_sub.add_parser("serve", help="serve a local Alpaca venue on 127.0.0.1")

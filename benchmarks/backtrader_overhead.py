@@ -1,0 +1,152 @@
+"""RoutedStrategy (backtest mode) against a plain SMA-crossover ``bt.Strategy`` on the same bars.
+
+Synthetic hourly random-walk bars (fixed seed), crypto symbols, a tiny real ONNX model
+(StandardScaler + Ridge, fitted like ``tests/conftest.build_onnx`` but on the bars' own
+features so it trades). Prints throughput in bars/s and the ratio ours / SMA (goal >= 0.8).
+"ours (bt)" times only ``cerebro.run()``; "ours (all)" adds features, inference and policy.
+
+    .venv/bin/python benchmarks/backtrader_overhead.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+import yaml
+
+from modelyard._paths import default_config_path
+from modelyard.config import load_config
+from modelyard.feeds.bt_feeds import make_feed
+from modelyard.models.export import to_onnx_bytes
+from modelyard.models.features import compute, spec_for
+from modelyard.strategies import backtest as bt_module
+
+
+def random_walk(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2010-01-01", periods=n, freq="h", tz="UTC")
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    open_ = np.concatenate([[100.0], close[:-1]])
+    spread = np.abs(rng.normal(0.0, 0.003, n)) * close
+    return pd.DataFrame(
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) + spread,
+            "low": np.minimum(open_, close) - spread,
+            "close": close,
+            "volume": rng.lognormal(8.0, 0.5, n),
+        },
+        index=index,
+    )
+
+
+def tiny_registry(folder: Path, bars: pd.DataFrame) -> Path:
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    raw: dict[str, Any] = yaml.safe_load(default_config_path().read_text())
+    spec = raw["models"]["universal_v1"]
+    features = spec["features"]
+    x = compute(bars.iloc[:5_000], spec_for(spec["spec"]))[features].dropna().to_numpy()
+    rng = np.random.default_rng(0)
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = z @ rng.normal(size=len(features)) * 1e-3 + rng.normal(scale=1e-3, size=len(x))
+    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x, y)
+    (folder / "universal_v1.onnx").write_bytes(
+        to_onnx_bytes(model, list(features), model_id="universal_v1")
+    )
+    for item in raw["models"].values():
+        item["path"] = str(folder / "universal_v1.onnx")
+        item.pop("contract", None)
+    path = folder / "assets.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+class SmaCross(bt.Strategy):  # type: ignore[misc]
+    params = (("fast", 10), ("slow", 30))
+
+    def __init__(self) -> None:
+        self.cross = [
+            bt.ind.CrossOver(bt.ind.SMA(d, period=self.p.fast), bt.ind.SMA(d, period=self.p.slow))
+            for d in self.datas
+        ]
+        self.weight = 1.0 / len(self.datas)
+
+    def next(self) -> None:
+        for data, cross in zip(self.datas, self.cross, strict=True):
+            if cross[0] > 0:
+                self.order_target_percent(data=data, target=self.weight)
+            elif cross[0] < 0:
+                self.order_target_percent(data=data, target=0.0)
+
+
+def run_sma(bars: dict[str, pd.DataFrame]) -> float:
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.broker.setcash(100_000.0)
+    cerebro.broker.set_checksubmit(False)
+    for name, frame in bars.items():
+        cerebro.adddata(make_feed(frame, name), name=name)
+    cerebro.addstrategy(SmaCross)
+    start = time.perf_counter()
+    cerebro.run()
+    return time.perf_counter() - start
+
+
+def run_ours(bars: dict[str, pd.DataFrame], config: Path) -> tuple[float, float, int]:
+    """(seconds of the whole run_backtest, seconds inside cerebro.run, orders)."""
+    inner = [0.0]
+    original = bt.Cerebro.run
+
+    def timed_run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            inner[0] += time.perf_counter() - start
+
+    bt.Cerebro.run = timed_run
+    try:
+        start = time.perf_counter()
+        result = bt_module.run_backtest(
+            list(bars), bars=bars, config=load_config(config), asset_specific=False
+        )
+        total = time.perf_counter() - start
+    finally:
+        bt.Cerebro.run = original
+    return total, inner[0], len(result.orders)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1 x 20k and 10 x 2k bars")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    cases = [(1, 20_000), (10, 2_000)] if args.quick else [(1, 100_000), (10, 10_000)]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = tiny_registry(Path(tmp), random_walk(5_000, seed=99))
+        print(f"{'case':<14}{'SMA bars/s':>12}{'ours bt':>12}{'ours all':>12}"
+              f"{'ratio bt':>10}{'ratio all':>10}{'orders':>8}")  # fmt: skip
+        for n_symbols, n_bars in cases:
+            bars = {f"S{i:02d}/USD": random_walk(n_bars, seed=1_000 + i) for i in range(n_symbols)}
+            total_bars = n_symbols * n_bars
+            sma = run_sma(bars)
+            total, inner, orders = run_ours(bars, config)
+            print(
+                f"{f'{n_symbols} x {n_bars}':<14}{total_bars / sma:>12,.0f}"
+                f"{total_bars / inner:>12,.0f}{total_bars / total:>12,.0f}"
+                f"{sma / inner:>10.2f}{sma / total:>10.2f}{orders:>8}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The signal policy: thresholds with hysteresis, caps, long-short, NaN, the gross limit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelyard.config import PolicyConfig
+from modelyard.errors import ConfigError
+from modelyard.strategies.policy import GrossLimiter, PolicyState, limit_gross, target_weights
+from modelyard.strategies.routed import MIN_ORDER_UNITS, PlannedOrder, plan_orders
+
+NAN = math.nan
+LONG = PolicyConfig(entry_threshold=0.01, exit_threshold=0.004, scale=10.0, cap=0.3)
+LONG_SHORT = PolicyConfig(
+    entry_threshold=0.01, exit_threshold=0.004, scale=10.0, cap=0.3, long_short=True
+)
+
+
+def test_long_only_enters_above_entry_and_holds_until_exit() -> None:
+    pred = [0.005, 0.011, 0.008, 0.005, 0.004, 0.006, 0.02, -0.05, 0.012]
+    expected = [0.0, 0.11, 0.08, 0.05, 0.0, 0.0, 0.2, 0.0, 0.12]
+    np.testing.assert_allclose(target_weights(pred, LONG), expected, rtol=0, atol=1e-15)
+
+
+def test_caps_clip_both_sides() -> None:
+    pred = [0.05, 0.031, 0.5, -0.5, -0.031]
+    assert target_weights(pred, LONG).tolist() == [0.3, 0.3, 0.3, 0.0, 0.0]
+    assert target_weights(pred, LONG_SHORT).tolist() == [0.3, 0.3, 0.3, -0.3, -0.3]
+
+
+def test_long_short_hysteresis_and_flip_on_one_bar() -> None:
+    pred = [-0.011, -0.005, -0.004, -0.009, -0.02, 0.015, 0.005, -0.012, 0.0]
+    expected = [-0.11, -0.05, 0.0, 0.0, -0.2, 0.15, 0.05, -0.12, 0.0]
+    np.testing.assert_allclose(target_weights(pred, LONG_SHORT), expected, rtol=0, atol=1e-15)
+
+
+def test_nan_prediction_is_flat_and_resets_the_state() -> None:
+    pred = [0.02, NAN, 0.006, 0.02, 0.006]
+    # After NaN the position is closed: 0.006 is below entry, so it stays flat.
+    np.testing.assert_allclose(
+        target_weights(pred, LONG), [0.2, 0.0, 0.0, 0.2, 0.06], rtol=0, atol=1e-15
+    )
+
+
+def test_policy_state_step_matches_the_vectorized_weights_exactly() -> None:
+    rng = np.random.default_rng(3)
+    pred = rng.normal(scale=0.012, size=2_000)
+    pred[rng.integers(0, 2_000, 50)] = np.nan
+    for policy in (LONG, LONG_SHORT):
+        state = PolicyState(policy)
+        stepped = np.array([state.step(p) for p in pred])
+        vectorized = target_weights(pred, policy)
+        assert stepped.tobytes() == vectorized.tobytes()
+
+
+def test_exit_above_entry_is_a_config_error() -> None:
+    bad = PolicyConfig(entry_threshold=0.001, exit_threshold=0.002)
+    with pytest.raises(ConfigError, match="exit_threshold"):
+        target_weights([0.0], bad)
+    with pytest.raises(ConfigError, match="exit_threshold"):
+        PolicyState(bad)
+
+
+def test_gross_limit_scales_all_weights_down_proportionally() -> None:
+    index = pd.date_range("2024-01-01", periods=3, freq="D", tz="UTC")
+    weights = {
+        "A": pd.Series([0.5, 0.5, 0.2], index=index),
+        "B": pd.Series([0.5, 1.0, -0.3], index=index),
+        "C": pd.Series([0.0, 0.5, 0.1], index=index),
+    }
+    out = limit_gross(weights, max_gross=1.0)
+    np.testing.assert_allclose(out["A"].to_numpy(), [0.5, 0.25, 0.2], rtol=1e-15)
+    np.testing.assert_allclose(out["B"].to_numpy(), [0.5, 0.5, -0.3], rtol=1e-15)
+    np.testing.assert_allclose(out["C"].to_numpy(), [0.0, 0.25, 0.1], rtol=1e-15)
+    assert list(out["A"].index) == list(index)
+
+
+def test_gross_limit_with_calendars_keeps_held_weights_and_scales_the_trading_ones() -> None:
+    crypto_index = pd.date_range("2024-01-05", periods=3, freq="D", tz="UTC")  # Fri Sat Sun
+    equity_index = pd.DatetimeIndex(["2024-01-05 21:00"], tz="UTC")
+    weights = {
+        "BTC": pd.Series([0.2, 0.6, 0.9], index=crypto_index),
+        "AAPL": pd.Series([0.7], index=equity_index),
+    }
+    out = limit_gross(weights, max_gross=1.0)
+    # Fri 00:00 BTC 0.2 alone; Fri 21:00 AAPL 0.7 + held 0.2 = 0.9 fits; Sat BTC may use 0.3
+    # of the budget (AAPL holds 0.7), and so on Sunday.
+    np.testing.assert_allclose(out["BTC"].to_numpy(), [0.2, 0.3, 0.3], rtol=1e-15)
+    np.testing.assert_allclose(out["AAPL"].to_numpy(), [0.7], rtol=1e-15)
+
+
+def test_gross_limiter_step_never_exceeds_the_limit() -> None:
+    rng = np.random.default_rng(5)
+    limiter = GrossLimiter(4, max_gross=0.8)
+    for _ in range(500):
+        trading = sorted(rng.choice(4, size=rng.integers(1, 5), replace=False).tolist())
+        limiter.step(trading, rng.uniform(-0.5, 0.5, len(trading)).tolist())
+        assert sum(abs(w) for w in limiter.held) <= 0.8 * (1 + 1e-12)
+
+
+def test_plan_orders_sells_first_caps_and_drops_dust() -> None:
+    items = [
+        (0, 0.5, 100.0, 0.0),  # capped at 0.4: buy 40 units
+        (1, -0.1, 50.0, 100.0),  # target -20: sell 120 units
+        (2, 0.2, 10.0, 200.0),  # already at target: dropped
+        (3, 0.0, 20.0, 50.0),  # close: sell 50 units
+    ]
+    planned = plan_orders(10_000.0, items, caps=[0.4, 1.0, 1.0, 1.0])
+    assert planned == [
+        PlannedOrder(1, -20.0, -6_000.0),
+        PlannedOrder(3, 0.0, -1_000.0),
+        PlannedOrder(0, 40.0, 4_000.0),
+    ]
+    almost = plan_orders(10_000.0, [(0, 0.2, 10.0, 200.0 - MIN_ORDER_UNITS / 2)], caps=[1.0])
+    assert almost == []
+    just = plan_orders(10_000.0, [(0, 0.2, 10.0, 200.0 - 2 * MIN_ORDER_UNITS)], caps=[1.0])
+    assert [o.target for o in just] == [200.0]
