@@ -4,6 +4,9 @@ Synthetic hourly random-walk bars (fixed seed), crypto symbols, a tiny real ONNX
 (StandardScaler + Ridge, fitted like ``tests/conftest.build_onnx`` but on the bars' own
 features so it trades). Prints throughput in bars/s and the ratio ours / SMA (goal >= 0.8).
 "ours (bt)" times only ``cerebro.run()``; "ours (all)" adds features, inference and policy.
+"replay" is a plain ``bt.Strategy`` placing exactly our orders from a dict: the same order
+flow without our machinery, so ``ours/replay`` isolates our overhead from Backtrader's own
+per-order cost (the SMA baseline trades far less often than a target-weight strategy).
 
     .venv/bin/python benchmarks/backtrader_overhead.py [--quick]
 """
@@ -102,7 +105,39 @@ def run_sma(bars: dict[str, pd.DataFrame]) -> float:
     return time.perf_counter() - start
 
 
-def run_ours(bars: dict[str, pd.DataFrame], config: Path) -> tuple[float, float, int]:
+class Replay(bt.Strategy):  # type: ignore[misc]
+    """A plain strategy that places exactly the orders RoutedStrategy placed, read from a dict:
+    the same order flow with none of our machinery, to isolate our overhead."""
+
+    params = (("orders", None),)
+
+    def next(self) -> None:
+        orders: dict[tuple[str, Any], float] = self.p.orders
+        for data in self.datas:
+            size = orders.get((data._name, data.datetime.datetime(0)))
+            if size is not None:
+                (self.buy if size > 0 else self.sell)(data=data, size=abs(size))
+
+
+def run_replay(bars: dict[str, pd.DataFrame], orders: pd.DataFrame) -> float:
+    signed = np.where(orders["side"] == "buy", 1.0, -1.0) * orders["size"].to_numpy()
+    book: dict[tuple[str, Any], float] = {}
+    for symbol, fill_ts, size in zip(orders["symbol"], orders["timestamp"], signed, strict=True):
+        index = bars[symbol].index
+        decision = index[index.get_loc(fill_ts) - 1]
+        book[(symbol, decision.tz_convert(None).to_pydatetime())] = float(size)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.broker.setcash(100_000.0)
+    cerebro.broker.set_checksubmit(False)
+    for name, frame in bars.items():
+        cerebro.adddata(make_feed(frame, name), name=name)
+    cerebro.addstrategy(Replay, orders=book)
+    start = time.perf_counter()
+    cerebro.run()
+    return time.perf_counter() - start
+
+
+def run_ours(bars: dict[str, pd.DataFrame], config: Path) -> tuple[float, float, pd.DataFrame]:
     """(seconds of the whole run_backtest, seconds inside cerebro.run, orders)."""
     inner = [0.0]
     original = bt.Cerebro.run
@@ -123,7 +158,7 @@ def run_ours(bars: dict[str, pd.DataFrame], config: Path) -> tuple[float, float,
         total = time.perf_counter() - start
     finally:
         bt.Cerebro.run = original
-    return total, inner[0], len(result.orders)
+    return total, inner[0], result.orders
 
 
 def main() -> None:
@@ -135,16 +170,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = tiny_registry(Path(tmp), random_walk(5_000, seed=99))
         print(f"{'case':<14}{'SMA bars/s':>12}{'ours bt':>12}{'ours all':>12}"
-              f"{'ratio bt':>10}{'ratio all':>10}{'orders':>8}")  # fmt: skip
+              f"{'ratio bt':>10}{'ratio all':>10}{'orders':>8}"
+              f"{'replay bars/s':>15}{'ours/replay':>13}")  # fmt: skip
         for n_symbols, n_bars in cases:
             bars = {f"S{i:02d}/USD": random_walk(n_bars, seed=1_000 + i) for i in range(n_symbols)}
             total_bars = n_symbols * n_bars
             sma = run_sma(bars)
             total, inner, orders = run_ours(bars, config)
+            replay = run_replay(bars, orders)
             print(
                 f"{f'{n_symbols} x {n_bars}':<14}{total_bars / sma:>12,.0f}"
                 f"{total_bars / inner:>12,.0f}{total_bars / total:>12,.0f}"
-                f"{sma / inner:>10.2f}{sma / total:>10.2f}{orders:>8}"
+                f"{sma / inner:>10.2f}{sma / total:>10.2f}{len(orders):>8}"
+                f"{total_bars / replay:>15,.0f}{replay / total:>13.2f}"
             )
 
 
