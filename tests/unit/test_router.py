@@ -229,3 +229,26 @@ def test_contract_violation_falls_back_per_row(registry_dir: Path) -> None:
     )
     with pytest.raises(ContractViolation, match="AAPL"):
         strict.predict("AAPL", bad)
+
+
+def test_universal_contract_violation_gives_no_signal(registry_dir: Path) -> None:
+    config = load_config(registry_dir / "assets.yaml")
+    router = AssetSpecificModelRouter(
+        config, asset_specific=False, contracts=lambda mid: _bound_check(1.0)
+    )
+    good = _features(router, "AAPL", seed=2)
+    bad = {**good, "rsi_14": 500.0}
+    assert np.isnan(router.predict("AAPL", bad))
+    assert np.isfinite(router.predict("AAPL", good))
+    frame = pd.DataFrame([{"symbol": "AAPL", **good}, {"symbol": "MSFT", **bad}])
+    out = router.predict_frame(frame, with_models=True)
+    assert isinstance(out, pd.DataFrame)
+    assert np.isfinite(out["prediction"].iloc[0])
+    assert np.isnan(out["prediction"].iloc[1])
+    assert list(out["model_id"]) == ["universal_v1", "universal_v1"]
+    assert router.fallback_counts[("universal_v1", "contract_violation")] == 2
+    strict = AssetSpecificModelRouter(
+        config, asset_specific=False, strict=True, contracts=lambda mid: _bound_check(1.0)
+    )
+    with pytest.raises(ContractViolation, match="universal_v1"):
+        strict.predict_frame(frame)

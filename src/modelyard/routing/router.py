@@ -8,8 +8,9 @@ Rules (see DESIGN.md):
   feature list (reason ``asset_specific``). Otherwise the universal model serves and the
   reason says why: ``missing``, ``load_error``, ``feature_mismatch``. A feature row that
   breaks the model's data contract is served by the universal model with
-  ``contract_violation``. A class that names no model is served by the universal model by
-  design (``no_model``).
+  ``contract_violation``; a row that breaks the universal model's own contract gets NaN (no
+  signal: the policy goes flat), logged and counted the same way. A class that names no
+  model is served by the universal model by design (``no_model``).
 * Each fallback is logged once per (symbol, reason) and counted per (model, reason).
 * ``strict`` raises :class:`RoutingError` instead of falling back.
 * If the universal model cannot load, that is a :class:`ModelLoadError`, never a zero.
@@ -237,13 +238,15 @@ class AssetSpecificModelRouter:
     ) -> float:
         decision = served.decision
         universal = self.universal_id
-        if self.strict or decision.model_id == universal:
+        if self.strict:
             raise ContractViolation(
                 f"{symbol}: features break the contract of model '{decision.model_id}': {problem}",
                 rule=problem,
                 count=1,
             )
         self._count(symbol, decision.model_id, "contract_violation", problem)
+        if decision.model_id == universal:
+            return float("nan")  # nothing to fall back to: no signal, never a made-up number
         names = self.registry.spec(universal).features
         if isinstance(features, Mapping):
             try:
@@ -341,7 +344,7 @@ class AssetSpecificModelRouter:
                 first_row = int(all_rows[index[0]])
                 symbol = str(symbols[first_row])
                 problem = check.row(x[index[0]]) or "contract"
-                if self.strict or model_id == self.universal_id:
+                if self.strict:
                     raise ContractViolation(
                         f"{symbol}: {len(index)} feature row(s) break the contract of model "
                         f"'{model_id}', first at {frame.index[first_row]}: {problem}",
@@ -353,6 +356,11 @@ class AssetSpecificModelRouter:
                     sym = str(symbols[all_rows[i]])
                     self._count(sym, model_id, "contract_violation", problem)
                 bad_rows = all_rows[index]
+                if model_id == self.universal_id:
+                    # The universal model is the last resort: its broken rows get no signal.
+                    out[bad_rows] = np.nan
+                    model_of_row[bad_rows] = model_id
+                    bad_rows = None
                 keep = ~bad
                 x = x[keep]
                 rows = all_rows[keep]
