@@ -1,0 +1,169 @@
+"""The SQLite order journal: ids, the state machine, the audit trail, fills and persistence."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from modelyard.brokers.journal import Journal, JournalError, make_client_order_id
+
+BAR = datetime(2024, 1, 3, 21, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    with Journal(tmp_path / "j.db") as j:
+        yield j
+
+
+def intent(journal: Journal, symbol: str = "AAPL", side: str = "buy", qty: float = 10.0):  # type: ignore[no-untyped-def]
+    return journal.record_intent(
+        strategy_id="trend1", symbol=symbol, position_symbol=symbol.replace("/", ""), side=side,
+        qty=qty, notional=None, order_type="market", limit_price=None, time_in_force="day",
+        decision_bar_ts=BAR,
+    )  # fmt: skip
+
+
+def test_client_order_id_is_deterministic_short_and_readable() -> None:
+    coid = make_client_order_id("trend1", "AAPL", BAR, 0)
+    assert coid == make_client_order_id("trend1", "AAPL", BAR.astimezone(UTC), 0)
+    assert coid.startswith("my-trend1-")
+    assert len(coid) <= 48
+    others = {
+        make_client_order_id("trend2", "AAPL", BAR, 0),
+        make_client_order_id("trend1", "MSFT", BAR, 0),
+        make_client_order_id("trend1", "AAPL", BAR + timedelta(days=1), 0),
+        make_client_order_id("trend1", "AAPL", BAR, 1),
+    }
+    assert coid not in others
+    assert len(others) == 4
+    with pytest.raises(JournalError, match="timezone-aware"):
+        make_client_order_id("trend1", "AAPL", BAR.replace(tzinfo=None), 0)
+
+
+def test_sequence_numbers_per_strategy_symbol_and_bar(journal: Journal) -> None:
+    first, second, other = intent(journal), intent(journal), intent(journal, "MSFT")
+    assert (first.seq, second.seq, other.seq) == (0, 1, 0)
+    assert first.client_order_id == make_client_order_id("trend1", "AAPL", BAR, 0)
+    assert second.client_order_id == make_client_order_id("trend1", "AAPL", BAR, 1)
+
+
+def test_full_lifecycle_is_audited(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    journal.transition(coid, "submitted")
+    journal.apply_broker(coid, "new", broker_order_id="b-1")
+    journal.record_fill(coid, "e1", 4.0, 100.0)
+    journal.apply_broker(coid, "partially_filled")
+    journal.record_fill(coid, "e2", 6.0, 110.0)
+    row = journal.apply_broker(coid, "filled")
+    assert (row.state, row.broker_order_id, row.filled_qty) == ("filled", "b-1", 10.0)
+    assert row.avg_fill_price == pytest.approx((4 * 100 + 6 * 110) / 10)
+    assert [e[1] for e in journal.events(coid)] == [
+        "intent", "submitted", "acknowledged", "partially_filled", "filled",
+    ]  # fmt: skip
+
+
+def test_invalid_transitions_are_refused(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    with pytest.raises(JournalError, match="intent -> filled"):
+        journal.transition(coid, "filled")
+    with pytest.raises(JournalError, match="needs a reason"):
+        journal.transition(coid, "failed")
+    journal.transition(coid, "failed", reason="risk:max_position_units")
+    with pytest.raises(JournalError, match="failed -> submitted"):
+        journal.transition(coid, "submitted")
+    with pytest.raises(JournalError, match="unknown client_order_id"):
+        journal.transition("nope", "submitted")
+
+
+def test_broker_news_only_moves_forward(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    journal.transition(coid, "submitted")
+    assert journal.apply_broker(coid, "filled").state == "filled"  # events overtook the answer
+    assert journal.apply_broker(coid, "new", broker_order_id="b-9").state == "filled"
+    assert journal.get(coid).broker_order_id == "b-9"
+    assert journal.apply_broker(coid, "canceled").state == "filled"
+
+
+def test_events_table_is_append_only(journal: Journal, tmp_path: Path) -> None:
+    intent(journal)
+    with sqlite3.connect(tmp_path / "j.db") as raw:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute("UPDATE events SET to_state = 'filled'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute("DELETE FROM events")
+    raw.close()
+
+
+def test_fills_are_deduplicated_by_execution_id(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    assert journal.record_fill(coid, "e1", 4.0, 100.0) is True
+    assert journal.record_fill(coid, "e1", 4.0, 100.0) is False
+    assert journal.get(coid).filled_qty == 4.0
+    assert journal.positions() == {"AAPL": 4.0}
+
+
+def test_lost_fills_are_adopted_with_the_brokers_vwap(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    journal.record_fill(coid, "e1", 4.0, 100.0)
+    assert journal.sync_filled(coid, 10.0, 106.0, source="reconcile") == 6.0
+    assert journal.sync_filled(coid, 10.0, 106.0, source="reconcile") == 0.0  # idempotent
+    row = journal.get(coid)
+    assert (row.filled_qty, row.avg_fill_price) == (10.0, pytest.approx(106.0))
+
+
+def test_a_stream_fill_already_adopted_is_not_counted_twice(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    journal.sync_filled(coid, 10.0, 100.0, source="reconcile")
+    journal.record_fill(coid, "late", 10.0, 100.0, cumulative_qty=10.0, cumulative_avg=100.0)
+    assert journal.get(coid).filled_qty == 10.0
+    assert journal.record_fill(coid, "late", 10.0, 100.0) is False
+
+
+def test_a_fill_event_after_lost_partials_catches_up(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    journal.record_fill(coid, "e3", 2.0, 120.0, cumulative_qty=10.0, cumulative_avg=110.0)
+    row = journal.get(coid)
+    assert (row.filled_qty, row.avg_fill_price) == (10.0, pytest.approx(110.0))
+
+
+def test_positions_sum_buys_sells_and_adjustments(journal: Journal) -> None:
+    buy, sell, btc = (
+        intent(journal),
+        intent(journal, side="sell", qty=3),
+        intent(journal, "BTC/USD"),
+    )
+    journal.record_fill(buy.client_order_id, "b", 10.0, 100.0)
+    journal.record_fill(sell.client_order_id, "s", 3.0, 101.0)
+    journal.record_fill(btc.client_order_id, "c", 0.5, 30_000.0)
+    journal.record_adjustment("MSFT", 7.0, "reconcile")
+    assert journal.positions() == {"AAPL": 7.0, "BTCUSD": 0.5, "MSFT": 7.0}
+
+
+def test_everything_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        coid = intent(journal).client_order_id
+        journal.transition(coid, "submitted")
+        journal.set_risk_state("kill_switch", {"active": True, "reason": "test"})
+    with Journal(path) as journal:
+        assert journal.get(coid).state == "submitted"
+        assert journal.get_risk_state("kill_switch") == {"active": True, "reason": "test"}
+        assert journal.orders({"intent", "submitted"})[0].client_order_id == coid
+        mode = journal._db.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = journal._db.execute("PRAGMA synchronous").fetchone()[0]
+    assert (mode, sync) == ("wal", 2)
+
+
+def test_naive_decision_timestamps_are_refused(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="timezone-aware"):
+        journal.record_intent(
+            strategy_id="s", symbol="AAPL", position_symbol="AAPL", side="buy", qty=1.0,
+            notional=None, order_type="market", limit_price=None, time_in_force="day",
+            decision_bar_ts=BAR.replace(tzinfo=None),
+        )  # fmt: skip
+    assert journal.orders() == []
