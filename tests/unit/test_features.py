@@ -413,3 +413,29 @@ def test_window_sums_match_naive_and_keep_nan_local(n: int, k: int, start: int) 
                 sums[t], window.sum(), rtol=1e-12, atol=1e-12 * np.abs(window).sum()
             )
     assert (sums[:first] == -1.0).all()
+
+
+def test_rsi_never_exceeds_100_when_every_move_is_up() -> None:
+    """Regression: ``100 * g / g`` rounds to 100.00000000000001 for some g, which broke the
+    contract's [0, 100] bound on synthetic bars; ``100 * (g / g)`` is exactly 100."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    close = 100.0 + np.cumsum(rng.uniform(0.001, 3.0, n))  # strictly rising
+    index = pd.date_range("2020-01-01", periods=n, freq="h", tz="UTC")
+    bars = pd.DataFrame(
+        {
+            "open": close,
+            "high": close * 1.001,
+            "low": close * 0.999,
+            "close": close,
+            "volume": np.full(n, 10.0),
+        },
+        index=index,
+    )
+    spec = spec_for("universal")
+    rsi = compute(bars, spec)["rsi_14"].to_numpy()[spec.warmup :]
+    assert (rsi == 100.0).all()
+    online = OnlineFeatures(spec)
+    records = bars.to_dict("records")
+    rows = [online.update({"timestamp": t, **r}) for t, r in zip(index, records, strict=True)]
+    assert all(row["rsi_14"] == 100.0 for row in rows[spec.warmup :] if row is not None)

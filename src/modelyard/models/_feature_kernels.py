@@ -119,7 +119,7 @@ def _row_impl(kinds: Any, params: Any, data: Any, t: int, out: Any, r: int) -> N
                 else:
                     loss -= d
             tot = gain + loss
-            out[r, j] = 50.0 if tot == 0.0 else 100.0 * gain / tot
+            out[r, j] = 50.0 if tot == 0.0 else 100.0 * (gain / tot)
         elif kind == _HOUR_SIN:
             out[r, j] = math.sin(_TWO_PI_OVER_24 * data[_HOUR, t])
         elif kind == _HOUR_COS:
@@ -278,7 +278,7 @@ def _run_impl(kinds: Any, params: Any, data: Any, warmup: int, out: Any) -> None
             for t in range(warmup, n):
                 gain = s1[t]
                 tot = gain + s2[t]
-                out[t, j] = 50.0 if tot == 0.0 else 100.0 * gain / tot
+                out[t, j] = 50.0 if tot == 0.0 else 100.0 * (gain / tot)
         elif kind in (_HOUR_SIN, _HOUR_COS):
             table = np.empty(24, dtype=np.float64)
             for h in range(24):
