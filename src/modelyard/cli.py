@@ -163,6 +163,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_backtest_parser(sub)
 
+    from modelyard._cli_compare import add_parser as add_compare_parser
+
+    add_compare_parser(sub)
+
     emulator = sub.add_parser("emulator", help="the local Alpaca emulator")
     emulator_sub = emulator.add_subparsers(dest="emulator_command", required=True)
     serve = emulator_sub.add_parser("serve", help="serve a local Alpaca venue on 127.0.0.1")

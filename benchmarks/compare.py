@@ -1,0 +1,173 @@
+"""Comparison benchmark: ``compare()`` against bare vectorbt and against Backtrader.
+
+    python benchmarks/compare.py [--symbols 100] [--bars 100000] [--quick] [--skip-bt]
+
+(a) The full comparison (features, batched inference, policy, both routing variants, the three
+    account levels, orders/trades/stats/IC) on SYMBOLS x BARS synthetic random-walk hourly bars
+    (fixed seed; half crypto symbols, half equity tickers, one timeline) against one bare
+    ``vbt.Portfolio.from_orders`` call on precomputed target weights of the same shape
+    (BARS x 2*SYMBOLS columns, grouped by variant, the same settings). Prints the ratio
+    ours/bare (goal <= 3x) and the split of ours: router + features + inference + policy
+    against the portfolio simulations (goal: <= 2x).
+(b) The same comparison on 10 x 10,000 bars against Backtrader's ``run_backtest`` run once per
+    variant (portfolio level only; Backtrader does less work): speedup (goal >= 50x).
+
+numba kernels are compiled first on a small run: the times exclude compile time. Peak RSS
+(``ru_maxrss``) is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import vectorbt as vbt
+
+from modelyard.strategies import compare as compare_mod
+from modelyard.strategies import vectorized
+from modelyard.strategies.backtest import run_backtest
+from modelyard.strategies.compare import compare
+
+SEED = 20261130
+log = logging.getLogger("benchmarks.compare")
+
+
+def synthetic_bars(n_symbols: int, n_bars: int, seed: int = SEED) -> dict[str, pd.DataFrame]:
+    """Hourly random walks on one timeline; symbols alternate crypto / equity tickers."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2010-01-01", periods=n_bars, freq="1h", tz="UTC", name="timestamp")
+    out = {}
+    for j in range(n_symbols):
+        name = (
+            f"C{j:03d}/USD" if j % 2 == 0 else "E" + "".join(chr(65 + int(d)) for d in f"{j:03d}")
+        )
+        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n_bars)))
+        open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0.0, 0.001, n_bars))
+        high = np.maximum(open_, close) * (1.0 + rng.uniform(0.0, 0.005, n_bars))
+        low = np.minimum(open_, close) * (1.0 - rng.uniform(0.0, 0.005, n_bars))
+        volume = rng.lognormal(3.0, 1.0, n_bars) + 1.0
+        out[name] = pd.DataFrame(
+            {"open": open_, "high": high, "low": low, "close": close, "volume": volume},
+            index=index,
+        )
+    return out
+
+
+class Timed:
+    """Wraps a function and adds its wall time to ``total``."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.total = 0.0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.total += time.perf_counter() - started
+
+
+def timed_compare(bars: dict[str, pd.DataFrame]) -> tuple[float, float, float, Any]:
+    """(total, signals, simulation) seconds of one ``compare`` call, and its result."""
+    signals = Timed(vectorized.variant_signals)
+    sim = Timed(vectorized.simulate)
+    saved = (compare_mod.variant_signals, compare_mod.simulate)
+    compare_mod.variant_signals, compare_mod.simulate = signals, sim  # type: ignore[assignment]
+    try:
+        started = time.perf_counter()
+        result = compare(list(bars), bars=bars)
+        total = time.perf_counter() - started
+    finally:
+        compare_mod.variant_signals, compare_mod.simulate = saved
+    return total, signals.total, sim.total, result
+
+
+def bare_from_orders(bars: dict[str, pd.DataFrame], seed: int = SEED) -> float:
+    """One ``from_orders`` on precomputed targets, BARS x 2*SYMBOLS, grouped by variant."""
+    rng = np.random.default_rng(seed + 1)
+    names = list(bars)
+    close = np.column_stack([bars[s]["close"].to_numpy() for s in names] * 2)
+    open_ = np.column_stack([bars[s]["open"].to_numpy() for s in names] * 2)
+    raw = rng.normal(0.0, 0.004, close.shape)
+    weights = np.where(raw > 0.0005, np.minimum(raw * 100.0, 0.5), 0.0) / len(names)
+    size = np.vstack([np.full((1, close.shape[1]), np.nan), weights[:-1]])
+    columns = pd.MultiIndex.from_product([["universal", "asset_specific"], names])
+    frame = pd.DataFrame(close, index=next(iter(bars.values())).index, columns=columns)
+    started = time.perf_counter()
+    vbt.Portfolio.from_orders(
+        close=frame,
+        size=size,
+        size_type="targetpercent",
+        price=open_,
+        val_price=-np.inf,
+        fees=0.001,
+        slippage=0.0005,
+        min_size=1e-6,
+        allow_partial=False,
+        init_cash=100_000.0,
+        cash_sharing=True,
+        group_by=0,
+        call_seq="auto",
+        freq=None,
+    )
+    return time.perf_counter() - started
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--bars", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="20 symbols x 5,000 bars")
+    parser.add_argument("--skip-bt", action="store_true", help="skip (b), the Backtrader run")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for noisy in ("modelyard.feeds.quality", "modelyard.strategies.routed"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    n_sym, n_bars = (20, 5_000) if args.quick else (args.symbols, args.bars)
+
+    warm = synthetic_bars(4, 600)
+    started = time.perf_counter()
+    timed_compare(warm)
+    bare_from_orders(warm)
+    print(f"warm-up (numba compile, excluded below): {time.perf_counter() - started:.1f} s")
+
+    bars = synthetic_bars(n_sym, n_bars)
+    total, signals, sim, result = timed_compare(bars)
+    bare = bare_from_orders(bars)
+    n_orders = sum(len(r.orders) for r in result.results.values())
+    print(f"(a) {n_sym} symbols x {n_bars:,} bars, 2 variants, 3 account levels")
+    print(f"    compare()                     {total:8.2f} s  ({n_orders:,} portfolio orders)")
+    print(f"      router+features+inference   {signals:8.2f} s")
+    print(f"      portfolio simulations (3)   {sim:8.2f} s")
+    print(f"      orders/trades/stats/IC      {total - signals - sim:8.2f} s")
+    print(f"    bare from_orders (1 call)     {bare:8.2f} s")
+    print(f"    ratio ours/bare               {total / bare:8.2f} x   (goal <= 3)")
+    print(f"    ratio signals/simulation      {signals / sim:8.2f} x   (goal <= 2)")
+    print(f"    peak RSS                      {peak_rss_mib():8.0f} MiB")
+
+    if not args.skip_bt:
+        small = synthetic_bars(10, 10_000)
+        total_b, _, _, _ = timed_compare(small)
+        started = time.perf_counter()
+        for flag in (False, True):
+            run_backtest(list(small), bars=small, asset_specific=flag)
+        bt = time.perf_counter() - started
+        print("(b) 10 symbols x 10,000 bars")
+        print(f"    compare() (vectorbt)          {total_b:8.2f} s")
+        print(f"    run_backtest x 2 variants     {bt:8.2f} s")
+        print(f"    speedup                       {bt / total_b:8.1f} x   (goal >= 50)")
+
+
+if __name__ == "__main__":
+    main()

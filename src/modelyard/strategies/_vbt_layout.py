@@ -1,0 +1,134 @@
+"""The broadcast layout of the vectorbt engine: union timeline, price and order arrays (numpy).
+
+Pure functions, no vectorbt: the bars of ``k`` symbols become ``(n, k)`` arrays on the union
+``n`` of their timestamps. ``open`` is NaN where a symbol has no bar (no order can fill
+there); ``close`` is forward- then back-filled, so a symbol without a bar is valued at its last
+close (Backtrader's ``data.close[0]``) and a symbol that has not started yet is valued at its
+first close while it holds nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from modelyard.strategies.results import ORDER_COLUMNS
+
+__all__ = ["Layout", "build_layout", "decided_targets", "order_frame", "previous_targets"]
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """``k`` symbols on the union timeline ``index`` (UTC, ns)."""
+
+    index: pd.DatetimeIndex
+    symbols: tuple[str, ...]
+    open: FloatArray  # (n, k), NaN without a bar
+    close: FloatArray  # (n, k), ffilled then bfilled
+    has_bar: BoolArray  # (n, k)
+    rows: tuple[npt.NDArray[np.intp], ...]  # per symbol: its bars' rows in ``index``
+
+    @property
+    def contiguous(self) -> bool:
+        """Every symbol has a bar at every union step between its first and last bar.
+
+        Then the next bar of a symbol is always the next union step, and vectorbt's
+        ``from_orders`` with ``targetpercent`` sizes from the value the decision saw.
+        """
+        return all(len(r) == 0 or int(r[-1]) - int(r[0]) + 1 == len(r) for r in self.rows)
+
+
+def _ffill_bfill(values: FloatArray) -> FloatArray:
+    frame = pd.DataFrame(values)
+    return np.ascontiguousarray(frame.ffill().bfill().to_numpy(dtype=np.float64))
+
+
+def build_layout(bars: Mapping[str, pd.DataFrame], symbols: Sequence[str]) -> Layout:
+    """Union timeline and ``(n, k)`` open/close arrays of ``symbols`` (keys of ``bars``)."""
+    stamps = [pd.DatetimeIndex(bars[s].index).tz_convert("UTC").as_unit("ns").asi8 for s in symbols]
+    union = np.unique(np.concatenate(stamps)) if stamps else np.empty(0, dtype=np.int64)
+    n, k = len(union), len(symbols)
+    open_ = np.full((n, k), np.nan)
+    close = np.full((n, k), np.nan)
+    has_bar = np.zeros((n, k), dtype=bool)
+    rows = []
+    for j, (symbol, ts) in enumerate(zip(symbols, stamps, strict=True)):
+        pos = np.searchsorted(union, ts)
+        frame = bars[symbol]
+        open_[pos, j] = frame["open"].to_numpy(dtype=np.float64)
+        close[pos, j] = frame["close"].to_numpy(dtype=np.float64)
+        has_bar[pos, j] = True
+        rows.append(pos.astype(np.intp))
+    index = pd.DatetimeIndex(pd.to_datetime(union, utc=True).as_unit("ns"), name="timestamp")
+    return Layout(index, tuple(symbols), open_, _ffill_bfill(close), has_bar, tuple(rows))
+
+
+def previous_targets(layout: Layout, weights: Mapping[str, pd.Series]) -> FloatArray:
+    """``(n, k)``: at each bar of a symbol, the target decided at its previous bar; else NaN.
+
+    This is ``target.shift(1)`` in each symbol's own timeline, placed on the union timeline:
+    the size array of ``from_orders`` (NaN = no order).
+    """
+    out = np.full(layout.open.shape, np.nan)
+    for j, symbol in enumerate(layout.symbols):
+        w = np.asarray(weights[symbol], dtype=np.float64)
+        rows = layout.rows[j]
+        out[rows[1:], j] = w[:-1]
+    return out
+
+
+def decided_targets(layout: Layout, weights: Mapping[str, pd.Series]) -> FloatArray:
+    """``(n, k)``: the target decided at each bar of a symbol (NaN without a bar)."""
+    out = np.full(layout.open.shape, np.nan)
+    for j, symbol in enumerate(layout.symbols):
+        out[layout.rows[j], j] = np.asarray(weights[symbol], dtype=np.float64)
+    return out
+
+
+def order_frame(
+    records: npt.NDArray[np.void],
+    index: pd.DatetimeIndex,
+    col_names: Sequence[str | None],
+) -> pd.DataFrame:
+    """vectorbt order records as the Result ``orders`` schema (timestamp, symbol, side, size,
+    price, fee); ``col_names[col]`` names a column's symbol, None leaves the column out.
+
+    Records are kept in execution order. Two records of one column at one step (the closing and
+    opening halves of a long-short flip) become one fill, as Backtrader reports them.
+    """
+    wanted = np.array([name is not None for name in col_names], dtype=bool)
+    rec = records[wanted[records["col"].astype(np.int64)]] if len(records) else records
+    col = rec["col"].astype(np.int64)
+    idx = rec["idx"].astype(np.int64)
+    signed = np.where(rec["side"] == 0, 1.0, -1.0) * rec["size"].astype(np.float64)
+    price = rec["price"].astype(np.float64)
+    fee = rec["fees"].astype(np.float64)
+    if len(rec) > 1:
+        same = np.concatenate([[False], (idx[1:] == idx[:-1]) & (col[1:] == col[:-1])])
+        if same.any():
+            starts = np.flatnonzero(~same)
+            group = np.cumsum(~same) - 1
+            signed = np.bincount(group, weights=signed)
+            fee = np.bincount(group, weights=fee)
+            col, idx, price = col[starts], idx[starts], price[starts]
+            keep = signed != 0.0
+            col, idx, price, signed, fee = (a[keep] for a in (col, idx, price, signed, fee))
+    names = np.asarray([name or "" for name in col_names], dtype=object)
+    frame = pd.DataFrame(
+        {
+            "timestamp": index[idx],
+            "symbol": pd.Series(names[col], dtype="str"),
+            "side": pd.Series(np.where(signed > 0, "buy", "sell"), dtype="str"),
+            "size": np.abs(signed),
+            "price": price,
+            "fee": fee,
+        }
+    )
+    return frame[list(ORDER_COLUMNS)]
