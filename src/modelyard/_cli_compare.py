@@ -141,11 +141,10 @@ def _level_table(c: Comparison, level: str) -> Table | None:
 
 
 def _print_tables(c: Comparison, out: Path) -> None:
-    from rich.console import Console
-
+    from modelyard.cli import stdout_console
     from modelyard.reports.tables import variant_label
 
-    console = Console()
+    console = stdout_console()
     labels = [variant_label(v) for v in c.variants]
     console.print(f"[bold]{' vs '.join(labels)}[/] over {len(c.symbols)} symbols")
     for level in ("symbol", "class", "portfolio"):

@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from modelyard.errors import ModelyardError
 
@@ -56,6 +56,14 @@ def _routing_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strict", action="store_true", default=None, help="raise instead of falling back"
     )
+
+
+def stdout_console() -> Any:
+    """A rich console for tables on stdout: terminal width on a terminal; 200 columns when
+    piped or redirected, so wide comparison tables stay readable in files and CI logs."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _split_symbols(values: Sequence[str]) -> list[str]:
