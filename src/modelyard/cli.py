@@ -175,6 +175,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
 
+    from modelyard._cli_paper import add_parser as add_paper_parser
+
+    add_paper_parser(sub)
+
     emulator = sub.add_parser("emulator", help="the local Alpaca emulator")
     emulator_sub = emulator.add_subparsers(dest="emulator_command", required=True)
     serve = emulator_sub.add_parser("serve", help="serve a local Alpaca venue on 127.0.0.1")

@@ -1,0 +1,334 @@
+"""``AlpacaBroker``: a thin Backtrader broker delegating to :class:`OrderExecutor`.
+
+* ``buy``/``sell`` with ``exectype`` Market (default) or Limit; by size, or by notional with
+  ``notional=`` as an order kwarg (``self.buy(data, notional=1_000)``; Backtrader's size is
+  then an estimate, ``notional / close``). Equity quantities are cut to 9 decimals, and to
+  whole shares for a limit order or an asset that is not fractionable (Alpaca's rules);
+  crypto quantities are floored to the asset's increment by the executor.
+* Submission is synchronous: risk check -> journal -> POST (:meth:`OrderExecutor.submit`).
+  ``notify_order`` then sees ``Submitted`` and, on the venue's answer, ``Accepted``;
+  :class:`~modelyard.errors.RiskLimitBreached` -> ``Rejected`` (journaled ``failed``, never
+  sent); a 403 (buying power, available quantity) -> ``Margin``; another refusal ->
+  ``Rejected``. With ``dry_run`` the intent is journaled ``failed`` with reason ``dry_run``
+  and the order is ``Rejected`` (``order.info.reason == "dry_run"``); nothing is sent.
+* Order progress comes from the journal, which ``trade_updates`` (a ``TradingStream`` thread
+  -> ``executor.on_trade_update``, deduplicated by ``execution_id``) and reconciliation keep:
+  each new journaled fill is one Backtrader execution (so the average price is the VWAP),
+  ``partially_filled`` -> ``Partial``, ``filled`` -> ``Completed``, ``canceled`` ->
+  ``Canceled``, ``expired`` -> ``Expired``, ``rejected`` -> ``Rejected``.
+* Positions are Backtrader ``Position`` s per data, started from the venue's positions (keyed
+  by Alpaca's position symbol, ``BTCUSD`` for ``BTC/USD``) and moved by the fills.
+  ``getcash()`` is the account's cash moved by the fills (re-read by :meth:`refresh_account`);
+  ``getvalue()`` adds the positions marked at their data's last close.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Literal
+
+import backtrader as bt
+
+from modelyard.brokers.journal import TERMINAL_STATES, JournalOrder
+from modelyard.errors import BrokerError, OrderRejected, RiskLimitBreached
+from modelyard.feeds.bt_feeds import bt_num_to_utc
+
+if TYPE_CHECKING:
+    from modelyard.brokers.alpaca_store import AlpacaStore
+
+__all__ = ["AlpacaBroker"]
+
+logger = logging.getLogger(__name__)
+_SYNC_EVERY_S = 1.0
+
+
+def _event_coid(event: Any) -> str | None:
+    data = event.get("data", event) if isinstance(event, dict) else event
+    order = data.get("order") if isinstance(data, dict) else getattr(data, "order", None)
+    if order is None:
+        return None
+    coid = order.get("client_order_id") if isinstance(order, dict) else order.client_order_id
+    return None if coid is None else str(coid)
+
+
+def equity_qty(size: float, *, whole: bool) -> float:
+    """An equity quantity per Alpaca's rules: 9 decimals, or whole shares."""
+    if whole:
+        return float(math.floor(size + 1e-9))
+    return math.floor(size * 1e9 + 1e-6) / 1e9
+
+
+class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
+    """See the module docstring. Made by :meth:`AlpacaStore.getbroker`."""
+
+    params = (("store", None),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        store: AlpacaStore = self.p.store
+        self.store = store
+        self.executor = store.executor
+        self.journal = store.journal
+        self.notifs: deque[Any] = deque()
+        self.positions: dict[str, bt.Position] = {}
+        self.open_orders: dict[str, Any] = {}  # client_order_id -> Backtrader order
+        self.coids: dict[int, str] = {}  # order.ref -> client_order_id
+        self._applied: dict[str, set[str]] = {}
+        self._updates: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._cash = 0.0
+        self.startingcash = 0.0
+        self._fill_version = 0
+        self._lock = threading.Lock()
+        self._last_sync = 0.0
+        self._fractionable: dict[str, bool] = {}
+        # (client_order_id, bar received, POST answered), perf_counter seconds; for benchmarks
+        self.timings: list[tuple[str, float, float]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        super().start()
+        self.refresh_account()
+        self.startingcash = self._cash
+        venue = self.executor.client.get_positions()
+        for name in self.store.datas:
+            qty = venue.get(self.executor.classifier.alpaca_position_symbol(name), 0.0)
+            self.positions[name] = bt.Position(size=qty, price=0.0)
+        self.store.start_trade_updates(self._on_trade_update)
+
+    def stop(self) -> None:
+        super().stop()
+
+    def refresh_account(self) -> None:
+        """Re-read the cash from the account, unless fills landed during the request."""
+        version = self._fill_version
+        account = self.executor.client.get_account()
+        with self._lock:
+            if version == self._fill_version:
+                self._cash = account.cash
+
+    # -- Backtrader's broker interface -------------------------------------------------------
+    def getcash(self) -> float:
+        return self._cash
+
+    def getvalue(self, datas: Any = None) -> float:
+        value = self._cash
+        for name, position in self.positions.items():
+            if position.size:
+                data = self.store.datas.get(name)
+                price = data.close[0] if data is not None and len(data) else position.price
+                value += position.size * price
+        return value
+
+    def getposition(self, data: Any, clone: bool = True) -> Any:
+        position = self.positions.setdefault(data._name, bt.Position())
+        return position.clone() if clone else position
+
+    def has_open_order(self, data: Any) -> bool:
+        return any(o.data is data for o in self.open_orders.values())
+
+    def get_notification(self) -> Any:
+        return self.notifs.popleft() if self.notifs else None
+
+    def notify(self, order: Any) -> None:
+        self.notifs.append(order.clone())
+
+    def buy(self, owner: Any, data: Any, size: float, price: float | None = None,
+            plimit: float | None = None, exectype: Any = None, valid: Any = None,
+            tradeid: int = 0, oco: Any = None, trailamount: Any = None,
+            trailpercent: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        order = bt.order.BuyOrder(
+            owner=owner, data=data, size=self._size(data, size, kwargs), price=price,
+            pricelimit=plimit, exectype=exectype, valid=valid, tradeid=tradeid,
+        )  # fmt: skip
+        return self._submit(order, kwargs)
+
+    def sell(self, owner: Any, data: Any, size: float, price: float | None = None,
+             plimit: float | None = None, exectype: Any = None, valid: Any = None,
+             tradeid: int = 0, oco: Any = None, trailamount: Any = None,
+             trailpercent: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        order = bt.order.SellOrder(
+            owner=owner, data=data, size=self._size(data, size, kwargs), price=price,
+            pricelimit=plimit, exectype=exectype, valid=valid, tradeid=tradeid,
+        )  # fmt: skip
+        return self._submit(order, kwargs)
+
+    def cancel(self, order: Any) -> None:
+        coid = self.coids.get(order.ref)
+        if coid is None or not order.alive():
+            return
+        try:
+            self.executor.cancel(coid)
+        except BrokerError as exc:
+            logger.error("%s: cancel failed: %s", coid, exc)
+        self._sync(coid)
+
+    def next(self) -> None:
+        """Apply journal changes (trade updates, reconciliation) to the open orders."""
+        due: set[str] = set()
+        while True:
+            try:
+                due.add(self._updates.get_nowait())
+            except queue.Empty:
+                break
+        now = time.monotonic()
+        if now - self._last_sync >= _SYNC_EVERY_S:
+            self._last_sync = now
+            due |= set(self.open_orders)
+        for coid in due:
+            if coid in self.open_orders:
+                self._sync(coid)
+
+    # -- submission --------------------------------------------------------------------------
+    @staticmethod
+    def _size(data: Any, size: float | None, kwargs: dict[str, Any]) -> float:
+        notional = kwargs.get("notional")
+        if notional is not None:
+            close = float(data.close[0]) if len(data) else 0.0
+            return notional / close if close > 0 else 0.0
+        return abs(float(size or 0.0))
+
+    def _fractional_ok(self, symbol: str) -> bool:
+        if symbol not in self._fractionable:
+            try:
+                self._fractionable[symbol] = self.executor.client.get_asset(symbol).fractionable
+            except BrokerError:
+                self._fractionable[symbol] = False
+        return self._fractionable[symbol]
+
+    def _submit(self, order: Any, kwargs: dict[str, Any]) -> Any:
+        order.addinfo(**kwargs)
+        order.addcomminfo(self.getcommissioninfo(order.data))
+        order.submit(self)
+        self.notify(order)
+        data = order.data
+        symbol = data._name
+        side: Literal["buy", "sell"] = "buy" if order.isbuy() else "sell"
+        notional = kwargs.get("notional")
+        limit = order.exectype == bt.Order.Limit
+        if order.exectype not in (None, bt.Order.Market, bt.Order.Limit):
+            return self._refuse(order, "only market and limit orders are supported")
+        info = self.executor.classifier.classify(symbol)
+        qty: float | None = None
+        if notional is None:
+            qty = abs(order.created.size)
+            if info.asset_class != "crypto":
+                qty = equity_qty(qty, whole=limit or not self._fractional_ok(info.canonical))
+            if qty <= 0:
+                return self._refuse(order, f"size {order.created.size} rounds to 0")
+        bar_ts = bt_num_to_utc(data.datetime[0]).to_pydatetime()
+        close = float(data.close[0])
+        limit_price = float(order.created.price) if limit else None
+        if self.store.dry_run:
+            self.journal.record_intent(
+                strategy_id=self.executor.strategy_id, symbol=info.canonical,
+                position_symbol=self.executor.classifier.alpaca_position_symbol(symbol),
+                side=side, qty=qty, notional=notional,
+                order_type="limit" if limit else "market", limit_price=limit_price,
+                time_in_force="gtc" if info.asset_class == "crypto" else "day",
+                decision_bar_ts=bar_ts, failed_reason="dry_run",
+            )  # fmt: skip
+            return self._refuse(order, "dry_run")
+        try:
+            row = self.executor.submit(
+                symbol, side, decision_bar_ts=bar_ts, qty=qty, notional=notional, price=close,
+                order_type="limit" if limit else "market", limit_price=limit_price,
+            )  # fmt: skip
+        except RiskLimitBreached as exc:
+            return self._refuse(order, f"risk:{exc.rule}")
+        except OrderRejected as exc:
+            return self._refuse(order, str(exc), margin=exc.status == 403)
+        except (BrokerError, ValueError) as exc:
+            logger.error("%s: order not placed: %s", symbol, exc)
+            return self._refuse(order, str(exc))
+        coid = row.client_order_id
+        received = getattr(data, "bar_received", 0.0)
+        if received:
+            self.timings.append((coid, received, time.perf_counter()))
+        self.coids[order.ref] = coid
+        self.open_orders[coid] = order
+        self._applied[coid] = set()
+        self._apply(order, row)
+        return order
+
+    def _refuse(self, order: Any, reason: str, *, margin: bool = False) -> Any:
+        order.addinfo(reason=reason)
+        if margin:
+            order.margin()
+        else:
+            order.reject(self)
+        self.notify(order)
+        return order
+
+    # -- progress ----------------------------------------------------------------------------
+    async def _on_trade_update(self, event: Any) -> None:
+        """The ``trade_updates`` handler: journal first, then tell the Backtrader thread."""
+        try:
+            self.executor.on_trade_update(event)
+            coid = _event_coid(event)
+            if coid is not None:
+                self._updates.put(coid)
+        except Exception:
+            logger.exception("trade update not handled; the periodic sync catches up")
+
+    def resync(self) -> None:
+        """Look at every open order on the next ``next()`` (after a reconciliation)."""
+        self._last_sync = 0.0
+
+    def _sync(self, coid: str) -> None:
+        order = self.open_orders.get(coid)
+        if order is not None:
+            self._apply(order, self.journal.get(coid))
+
+    def _apply(self, order: Any, row: JournalOrder) -> None:
+        coid = row.client_order_id
+        if row.state not in ("intent", "submitted", "failed") and order.status == order.Submitted:
+            order.accept(self)
+            self.notify(order)
+        applied = self._applied.setdefault(coid, set())
+        fills = [f for f in self.journal.fills(coid) if f[0] not in applied]
+        for i, (execution_id, qty, price) in enumerate(fills):
+            applied.add(execution_id)
+            self._execute(order, qty if order.isbuy() else -qty, price)
+            last = i == len(fills) - 1
+            if last and row.state == "filled":
+                order.completed()
+            else:
+                order.partial()
+            self.notify(order)
+        if row.state in TERMINAL_STATES:
+            final = {
+                "canceled": order.cancel,
+                "expired": lambda: setattr(order, "status", order.Expired),
+                "rejected": lambda: order.reject(self),
+                "failed": lambda: order.reject(self),
+            }.get(row.state)  # fmt: skip
+            if final is not None and order.alive():
+                order.addinfo(reason=row.reason or row.state)
+                final()
+                self.notify(order)
+            elif row.state == "filled" and order.status != order.Completed:
+                order.completed()
+                self.notify(order)
+            self.open_orders.pop(coid, None)
+
+    def _execute(self, order: Any, size: float, price: float) -> None:
+        data = order.data
+        position = self.getposition(data, clone=False)
+        pprice_orig = position.price
+        psize, pprice, opened, closed = position.update(size, price)
+        comminfo = self.getcommissioninfo(data)
+        closedvalue = comminfo.getoperationcost(closed, pprice_orig)
+        openedvalue = comminfo.getoperationcost(opened, price)
+        pnl = comminfo.profitandloss(-closed, pprice_orig, price)
+        order.execute(
+            data.datetime[0], size, price, closed, closedvalue, 0.0, opened, openedvalue, 0.0,
+            0.0, pnl, psize, pprice,
+        )  # fmt: skip
+        with self._lock:
+            self._cash -= size * price
+            self._fill_version += 1

@@ -1,0 +1,434 @@
+"""The live Backtrader feed: REST backfill, then bars from alpaca-py's websockets.
+
+Pieces (plain classes; :class:`AlpacaLiveData` is the thin Backtrader shell):
+
+* :class:`BarChannel` - one symbol's way into Backtrader: bars are deduplicated by timestamp
+  (strictly increasing, a bar at or before the last one is dropped) and queued with the
+  status changes between them, so a status reaches the strategy right before the first bar
+  it applies to. All channels of a store share one :class:`BarHub` that wakes the Backtrader
+  loop when anything arrives.
+* :class:`StreamSource` - one alpaca-py data stream (``StockDataStream`` or
+  ``CryptoDataStream``; one connection per feed and key, so every symbol of a kind shares it)
+  in a background thread, plus a supervisor thread. States: ``backfill`` -> ``live`` ->
+  ``silent`` -> ``recovering`` -> ``live``:
+
+  - backfill: the stream starts first (its bars are held back), REST history is pushed under
+    ``DELAYED``, then the held bars under ``LIVE``;
+  - the watchdog: no bar within ``silence_timeout`` seconds (default 2x the shortest
+    timeframe) -> ``CONNBROKEN`` to every channel, the stream is torn down and started again
+    after an exponential backoff (repeated while it stays silent);
+  - the first bar after a silence -> ``recovering``: the gap since each channel's last bar is
+    fetched over REST and pushed under ``DELAYED``, then the held stream bars under ``LIVE``.
+
+* Stream handlers catch everything and log (alpaca-py swallows handler errors and can spin).
+  Timestamps are UTC nanoseconds; daily equity bars are labelled at the session's 16:00
+  America/New_York close, as :class:`~modelyard.feeds.alpaca_history.AlpacaHistory` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+
+from modelyard.feeds.resample import parse_timeframe
+
+__all__ = ["AlpacaLiveData", "BarChannel", "BarHub", "LiveBar", "StreamSource", "label_bar_time"]
+
+logger = logging.getLogger(__name__)
+_NY = "America/New_York"
+LIVE, DELAYED, CONNBROKEN, DISCONNECTED = (
+    bt.feed.DataBase.LIVE,
+    bt.feed.DataBase.DELAYED,
+    bt.feed.DataBase.CONNBROKEN,
+    bt.feed.DataBase.DISCONNECTED,
+)
+History = Callable[["BarChannel", "int | None"], list["LiveBar"]]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveBar:
+    """One bar (UTC nanoseconds); ``received`` is ``perf_counter()`` when the feed got it."""
+
+    symbol: str
+    ts_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    received: float = 0.0
+
+
+def label_bar_time(ts_ns: int, asset_class: str, timeframe: str) -> int:
+    """Daily/weekly equity bars -> the session date's 16:00 New York close (UTC); else as is."""
+    if asset_class == "crypto" or not timeframe.endswith(("d", "w")):
+        return ts_ns
+    local = pd.Timestamp(ts_ns, unit="ns", tz="UTC").tz_convert(_NY).normalize()
+    return int((local + pd.Timedelta(hours=16)).tz_convert("UTC").value)
+
+
+def timeframe_seconds(label: str) -> float:
+    """``1min``, ``1h``, ``1d`` ... in seconds."""
+    return float(parse_timeframe(label).total_seconds())
+
+
+class BarHub:
+    """Wakes the Backtrader loop: a condition and the number of queued items, store-wide."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending = 0
+
+    def wait(self, timeout: float) -> None:
+        with self.cond:
+            if self.pending == 0 and timeout > 0:
+                self.cond.wait(timeout)
+
+
+class BarChannel:
+    """The bars of one symbol on their way into Backtrader (see the module docstring)."""
+
+    def __init__(
+        self, symbol: str, stream_symbol: str, asset_class: str, timeframe: str, hub: BarHub
+    ) -> None:
+        self.symbol = symbol
+        self.stream_symbol = stream_symbol
+        self.asset_class = asset_class
+        self.timeframe = timeframe
+        self.hub = hub
+        self.last_ts = -1
+        self.items: deque[tuple[int, Any]] = deque()  # (status, None) or (-1, LiveBar)
+        self.accepted = 0
+        self.duplicates = 0
+        self.closed = False
+
+    def push_bar(self, bar: LiveBar) -> bool:
+        with self.hub.cond:
+            if bar.ts_ns <= self.last_ts:
+                self.duplicates += 1
+                return False
+            self.last_ts = bar.ts_ns
+            self.accepted += 1
+            self.items.append((-1, bar))
+            self.hub.pending += 1
+            self.hub.cond.notify_all()
+        return True
+
+    def push_status(self, status: int) -> None:
+        with self.hub.cond:
+            self.items.append((status, None))
+            self.hub.pending += 1
+            self.hub.cond.notify_all()
+
+    def pop(self) -> tuple[int, Any] | None:
+        with self.hub.cond:
+            if not self.items:
+                return None
+            self.hub.pending -= 1
+            return self.items.popleft()
+
+    def has_items(self) -> bool:
+        return bool(self.items)
+
+
+def parse_stream_bar(msg: Any, channel: BarChannel) -> LiveBar:
+    """A raw alpaca-py bar message (``raw_data=True``: ``t`` is a msgpack Timestamp)."""
+    received = time.perf_counter()
+    stamp = msg["t"]
+    if hasattr(stamp, "to_unix_nano"):
+        ts_ns = int(stamp.to_unix_nano())
+    else:
+        ts = pd.Timestamp(stamp)
+        ts_ns = int((ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).value)
+    ts_ns = label_bar_time(ts_ns, channel.asset_class, channel.timeframe)
+    return LiveBar(
+        channel.symbol, ts_ns, float(msg["o"]), float(msg["h"]), float(msg["l"]),
+        float(msg["c"]), float(msg["v"]), received,
+    )  # fmt: skip
+
+
+class StreamSource:
+    """One alpaca-py data stream, its watchdog and its REST gap filler (module docstring)."""
+
+    def __init__(
+        self,
+        kind: str,
+        stream_factory: Callable[[], Any],
+        history: History,
+        *,
+        silence_timeout: float | None = None,
+        backoff: tuple[float, float] = (0.25, 10.0),
+        tick: float | None = None,
+    ) -> None:
+        self.kind = kind
+        self._factory = stream_factory
+        self._history = history
+        self._silence = silence_timeout
+        self.backoff = backoff
+        self._tick = tick
+        self.channels: dict[str, BarChannel] = {}
+        self.state = "backfill"
+        self.reconnects = 0
+        self.gap_filled = 0
+        self.handler_errors = 0
+        self._lock = threading.Lock()
+        self._pending: list[LiveBar] = []
+        self._last_arrival = time.monotonic()
+        self._stream: Any = None
+        self._thread: threading.Thread | None = None
+        self._supervisor: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._failures = 0
+        self._restart_at = 0.0
+        self.on_bar: Callable[[LiveBar], None] | None = None  # observation hook (benchmarks)
+
+    @property
+    def silence_timeout(self) -> float:
+        if self._silence is not None:
+            return self._silence
+        return 2.0 * min(timeframe_seconds(c.timeframe) for c in self.channels.values())
+
+    def add(self, channel: BarChannel) -> None:
+        if self._supervisor is not None:
+            raise RuntimeError("add every channel before the source starts")
+        self.channels[channel.stream_symbol] = channel
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._supervisor is not None or not self.channels:
+            return
+        for channel in self.channels.values():
+            channel.push_status(DELAYED)
+        self._start_stream()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name=f"modelyard-{self.kind}-watchdog", daemon=True
+        )
+        self._supervisor.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._stop_stream()
+        if self._supervisor is not None:
+            self._supervisor.join(10.0)
+        for channel in self.channels.values():
+            channel.closed = True
+            channel.push_status(DISCONNECTED)
+
+    def _start_stream(self) -> None:
+        stream = self._factory()
+        stream.subscribe_bars(self._handle, *self.channels)
+        self._stream = stream
+        self._thread = threading.Thread(
+            target=stream.run, name=f"modelyard-{self.kind}-stream", daemon=True
+        )
+        self._thread.start()
+
+    def _stop_stream(self) -> None:
+        stream, thread = self._stream, self._thread
+        self._stream = self._thread = None
+        if stream is None or thread is None:
+            return
+        stop_stream(stream, thread)
+
+    # -- the stream thread -------------------------------------------------------------------
+    async def _handle(self, msg: Any) -> None:
+        """alpaca-py's bar handler: never raises."""
+        try:
+            self.receive(msg)
+        except Exception:
+            self.handler_errors += 1
+            logger.exception("%s stream: a bar could not be handled; the stream goes on", self.kind)
+
+    def receive(self, msg: Any) -> None:
+        channel = self.channels.get(str(msg.get("S")))
+        if channel is None:
+            return
+        bar = parse_stream_bar(msg, channel)
+        if self.on_bar is not None:
+            self.on_bar(bar)
+        with self._lock:
+            self._last_arrival = time.monotonic()
+            self._failures = 0
+            if self.state == "live":
+                channel.push_bar(bar)
+                return
+            self._pending.append(bar)
+            if self.state == "silent":
+                self.state = "recovering"
+                logger.warning("%s stream: bars again; filling the gap over REST", self.kind)
+                self._wake.set()
+
+    # -- the supervisor thread ---------------------------------------------------------------
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._supervise_once()
+            except Exception:
+                logger.exception("%s stream supervisor: unexpected error", self.kind)
+            tick = self._tick or min(0.25, self.silence_timeout / 5.0)
+            self._wake.wait(tick)
+            self._wake.clear()
+
+    def _supervise_once(self) -> None:
+        state = self.state
+        if state in ("backfill", "recovering"):
+            self._catch_up(initial=state == "backfill")
+            return
+        now = time.monotonic()
+        if state == "live" and now - self._last_arrival > self.silence_timeout:
+            with self._lock:
+                if self.state != "live":
+                    return
+                self.state = "silent"
+            logger.warning(
+                "%s stream: no bar for %.1fs; reconnecting", self.kind, self.silence_timeout
+            )
+            for channel in self.channels.values():
+                channel.push_status(CONNBROKEN)
+            self._reconnect(now)
+        elif state == "silent" and now >= self._restart_at:
+            self._reconnect(now)
+
+    def _reconnect(self, now: float) -> None:
+        self._failures += 1
+        base, cap = self.backoff
+        delay = min(cap, base * 2 ** (self._failures - 1)) * random.uniform(0.5, 1.0)
+        self._stop_stream()
+        if self._stop.wait(delay):
+            return
+        self.reconnects += 1
+        self._start_stream()
+        self._restart_at = time.monotonic() + self.silence_timeout + delay
+
+    def _catch_up(self, *, initial: bool) -> None:
+        fetched: list[tuple[BarChannel, list[LiveBar]]] = []
+        for channel in self.channels.values():
+            start = None if initial else channel.last_ts
+            if not initial:
+                channel.push_status(DELAYED)
+            try:
+                fetched.append((channel, self._history(channel, start)))
+            except Exception:
+                logger.exception("%s: REST bars failed; retrying", channel.symbol)
+                return  # stays in backfill/recovering; the next tick retries
+        by_symbol = {c.symbol: c for c in self.channels.values()}
+        with self._lock:
+            for channel, bars in fetched:
+                for bar in bars:
+                    if channel.push_bar(bar) and not initial:
+                        self.gap_filled += 1
+                channel.push_status(LIVE)
+            for bar in sorted(self._pending, key=lambda b: b.ts_ns):
+                by_symbol[bar.symbol].push_bar(bar)
+            self._pending.clear()
+            self.state = "live"
+            self._last_arrival = time.monotonic()
+        logger.info("%s stream: live (%s)", self.kind, "backfilled" if initial else "gap filled")
+
+
+def stop_stream(stream: Any, thread: threading.Thread, timeout: float = 5.0) -> None:
+    """Stop an alpaca-py stream at once: ``stop_ws`` and close the socket from its own loop
+    (``stop()`` alone waits for ``recv``'s 5 s timeout)."""
+    deadline = time.monotonic() + timeout
+    while getattr(stream, "_loop", None) is None and thread.is_alive():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    loop = getattr(stream, "_loop", None)
+    if loop is not None and loop.is_running():
+        for make in (stream.stop_ws, stream.close):
+            try:
+                asyncio.run_coroutine_threadsafe(make(), loop).result(timeout)
+            except Exception as exc:  # the loop may be closing already
+                logger.debug("stopping a stream: %s", exc)
+    else:  # not connected yet: the stop queue ends run_forever's wait for handlers
+        stream._should_run = False
+        stream._stop_stream_queue.put_nowait({"should_stop": True})
+    thread.join(timeout)
+    if thread.is_alive():
+        logger.warning("a %s did not stop within %.0fs", type(stream).__name__, timeout)
+
+
+def bars_from_frame(
+    frame: pd.DataFrame, channel: BarChannel, after_ns: int | None
+) -> list[LiveBar]:
+    """REST bars (a bars frame) as :class:`LiveBar` s after ``after_ns``."""
+    stamps = pd.DatetimeIndex(frame.index).as_unit("ns").asi8
+    rows: Iterable[Sequence[float]] = frame[["open", "high", "low", "close", "volume"]].to_numpy()
+    return [
+        LiveBar(channel.symbol, int(ts), *map(float, row))
+        for ts, row in zip(stamps, rows, strict=True)
+        if after_ns is None or ts > after_ns
+    ]
+
+
+class AlpacaLiveData(bt.feed.DataBase):  # type: ignore[misc]
+    """Backtrader shell around a :class:`BarChannel` (params ``channel``, ``source``)."""
+
+    params = (("channel", None), ("source", None), ("qcheck", 0.5))
+
+    def islive(self) -> bool:
+        return True
+
+    def haslivedata(self) -> bool:
+        return bool(self.p.channel.has_items())
+
+    def start(self) -> None:
+        super().start()
+        self._may_wait = True
+        source = self.p.source
+        if source is not None:
+            source.start()
+
+    def stop(self) -> None:
+        super().stop()
+
+    def do_qcheck(self, onoff: bool, qlapse: float) -> None:
+        super().do_qcheck(onoff, qlapse)
+        self._may_wait = True
+
+    @property
+    def bar_received(self) -> float:
+        """``perf_counter()`` when the current bar reached the feed (0 for REST bars)."""
+        return float(getattr(self, "_received", 0.0))
+
+    def _load(self) -> bool | None:
+        channel: BarChannel = self.p.channel
+        while True:
+            item = channel.pop()
+            if item is None:
+                if channel.closed:
+                    return False
+                if not self._may_wait or self._qcheck <= 0:
+                    return None
+                self._may_wait = False  # wait once per loop round, for any channel
+                channel.hub.wait(self._qcheck)
+                continue
+            status, bar = item
+            if status >= 0:
+                self.put_notification(status)
+                if status == DISCONNECTED and channel.closed:
+                    return False
+                continue
+            lines = self.lines
+            lines.datetime[0] = bt.date2num(pd.Timestamp(bar.ts_ns, unit="ns").to_pydatetime())
+            lines.open[0] = bar.open
+            lines.high[0] = bar.high
+            lines.low[0] = bar.low
+            lines.close[0] = bar.close
+            lines.volume[0] = bar.volume
+            lines.openinterest[0] = 0.0
+            self._received = bar.received
+            return True
