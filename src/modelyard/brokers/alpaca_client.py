@@ -33,9 +33,8 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
-from requests import PreparedRequest, Response
-from requests.adapters import HTTPAdapter
 
+from modelyard._http import TimeoutAdapter
 from modelyard.errors import BrokerUnavailable, ConfigError, OrderRejected
 
 __all__ = [
@@ -155,32 +154,6 @@ def _parse_time(value: Any) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request ``(connect, read)`` timeouts (alpaca-py's session has none)."""
-
-    def __init__(self, timeout: tuple[float, float]) -> None:
-        super().__init__(max_retries=0)
-        self._timeout = timeout
-
-    def send(
-        self,
-        request: PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> Response:
-        return super().send(
-            request,
-            stream=stream,
-            timeout=self._timeout if timeout is None else timeout,
-            verify=verify,
-            cert=cert,
-            proxies=proxies,
-        )
-
-
 def _api_error_details(exc: APIError) -> tuple[int | None, int | None, str]:
     """``(status, code, message)``; status first: an HTML body breaks ``.code``/``.message``."""
     status = exc.status_code
@@ -223,7 +196,7 @@ class AlpacaClient:
             raise ConfigError(f"Alpaca client: {exc}", key=KEY_ENV) from exc
         self._client._retry = 0
         self._client._retry_wait = 0
-        adapter = _TimeoutAdapter((self.policy.connect_timeout, self.policy.read_timeout))
+        adapter = TimeoutAdapter((self.policy.connect_timeout, self.policy.read_timeout))
         self._client._session.mount("http://", adapter)
         self._client._session.mount("https://", adapter)
         # attempts per endpoint, e.g. request_counts["POST /v2/orders"]

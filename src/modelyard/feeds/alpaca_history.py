@@ -26,9 +26,8 @@ from typing import Any, cast
 
 import pandas as pd
 import requests
-from requests import PreparedRequest, Response
-from requests.adapters import HTTPAdapter
 
+from modelyard._http import TimeoutAdapter
 from modelyard.errors import BrokerUnavailable, DataError
 from modelyard.feeds.bundled import TimeLike, _to_utc
 from modelyard.feeds.files import finish_bars, read_table
@@ -126,7 +125,7 @@ class AlpacaHistory:
             )
         except ValueError as exc:  # alpaca-py's credential check; the message holds no keys
             raise DataError(f"Alpaca {kind} client: {exc}; check {KEY_ENV}/{SECRET_ENV}") from exc
-        adapter = _TimeoutAdapter(self.timeout)
+        adapter = TimeoutAdapter(self.timeout)
         client._session.mount("http://", adapter)
         client._session.mount("https://", adapter)
         self._clients[kind] = client
@@ -255,32 +254,6 @@ class AlpacaHistory:
             index = pd.DatetimeIndex(local).tz_convert("UTC")
         frame = pd.DataFrame(data, index=index)[list(BARS_COLUMNS)]
         return check_structure(frame, source=where)
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """Gives every request a timeout (alpaca-py's session has none)."""
-
-    def __init__(self, timeout: float) -> None:
-        super().__init__()
-        self._timeout = timeout
-
-    def send(
-        self,
-        request: PreparedRequest,
-        stream: bool = False,
-        timeout: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        proxies: Any = None,
-    ) -> Response:
-        return super().send(
-            request,
-            stream=stream,
-            timeout=self._timeout if timeout is None else timeout,
-            verify=verify,
-            cert=cert,
-            proxies=proxies,
-        )
 
 
 def _map_api_error(exc: Exception, where: str) -> Exception:
