@@ -8,12 +8,16 @@ Tolerances asserted (measured on this data, in brackets):
   equal to 1e-9 relative (sizes <= 1.1e-10 relative, prices exact, fees <= 1.1e-10);
 * equity: same index, every bar equal to 1e-9 relative (<= 7e-15); required: 1e-6;
 * stats: ``n_trades``/``n_bars`` exact, the rest to 1e-9 relative.
+
+Orders of equal notional in one step (two symbols entering at their cap from flat) tie exactly
+in both engines: ``routed.plan_orders`` computes the sort key as vectorbt's
+``call_seq="auto"`` does, ``w * value - current * close``, so when cash covers only one, both
+reject the same one (BTC/USD + ETH/USD asset-specific, 2018-03-15).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import logging
 from typing import Any
 
 import numpy as np
@@ -75,39 +79,35 @@ def test_engines_agree(case: str, asset_specific: bool) -> None:
     assert_same_run(bt, vb)
 
 
-def _plan_orders_keyed_like_vectorbt(
-    value: float, items: Sequence[tuple[int, float, float, float]], caps: Sequence[float]
-) -> list[routed.PlannedOrder]:
-    """``routed.plan_orders`` with the sort key rounded as vectorbt's ``call_seq="auto"``."""
-    out = []
-    for i, weight, close, current in items:
-        w = max(-caps[i], min(caps[i], weight))
-        if not (close > 0.0 and math.isfinite(w)):
-            continue
-        target = w * value / close
-        if abs(target - current) < routed.MIN_ORDER_UNITS:
-            continue
-        out.append(routed.PlannedOrder(i, target, w * value - current * close))
-    out.sort(key=lambda o: o.delta_notional)
-    return out
+def test_plan_orders_keys_ties_like_vectorbt() -> None:
+    """Two entries at the same weight from flat have the same notional ``w * value``; keyed as
+    vectorbt keys them (``w * value - current * close``) they tie exactly and keep their data
+    order. ``(w * value / close - current) * close`` would put data 1 first (24999.999...)."""
+    value, w = 100_000.0, 0.25
+    items = [(0, w, 8211.12351, 0.0), (1, w, 11.3, 0.0)]
+    assert (w * value / 11.3) * 11.3 < (w * value / 8211.12351) * 8211.12351  # the rounding
+    planned = routed.plan_orders(value, items, caps=[0.25, 0.25])
+    assert [o.index for o in planned] == [0, 1]
+    assert planned[0].delta_notional == planned[1].delta_notional == 25_000.0
+    assert [o.target for o in planned] == [w * value / 8211.12351, w * value / 11.3]
 
 
 @pytest.mark.slow
-def test_tied_orders_are_the_only_difference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """BTC/USD + ETH/USD asset-specific over 2017-2019: on 2018-03-15 both enter at their cap
-    (equal notionals) and cash covers one; which one is rejected follows the rounding of the
-    sort key (vectorized.py docstring). Keyed the same way, the engines agree exactly."""
-    kwargs: dict[str, Any] = {"start": "2017-01-01", "end": "2019-12-31", "asset_specific": True}
+def test_tied_orders_agree_with_vectorbt(caplog: pytest.LogCaptureFixture) -> None:
+    """BTC/USD + ETH/USD asset-specific over 2015-2019: on 2018-03-15 both enter at their cap
+    (equal notionals) and cash covers one. ``plan_orders`` keys the sort as vectorbt does, so
+    both engines reject the same one (ETH/USD) and agree exactly, on both vectorbt paths."""
+    kwargs: dict[str, Any] = {"start": "2015-01-01", "end": "2019-12-31", "asset_specific": True}
     symbols = ["BTC/USD", "ETH/USD"]
-    vb = run_vectorized(symbols, **kwargs)
-    plain = run_backtest(symbols, **kwargs)
-    assert len(plain.orders) == len(vb.orders)
-    assert not plain.orders["symbol"].equals(_sorted(vb.orders)["symbol"])
-    monkeypatch.setattr(routed, "plan_orders", _plan_orders_keyed_like_vectorbt)
-    assert_same_run(run_backtest(symbols, **kwargs), vb)
-    assert_same_run(
-        run_backtest(symbols, **kwargs), run_vectorized(symbols, engine="order_func", **kwargs)
+    with caplog.at_level(logging.WARNING, logger="modelyard.strategies.routed"):
+        bt = run_backtest(symbols, **kwargs)
+    assert any("ETH/USD: order of" in m and "margin at 2018-03-15" in m for m in caplog.messages), (
+        "the tie of 2018-03-15 is no longer exercised"
     )
+    day = bt.orders[bt.orders["timestamp"] == pd.Timestamp("2018-03-15", tz="UTC")]
+    assert day["symbol"].tolist() == ["BTC/USD"]
+    assert_same_run(bt, run_vectorized(symbols, **kwargs))
+    assert_same_run(bt, run_vectorized(symbols, engine="order_func", **kwargs))
 
 
 def test_symbol_without_bars_names_it() -> None:

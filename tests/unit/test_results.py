@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,8 +14,12 @@ import pandas.testing as pdt
 import pytest
 
 from modelyard.strategies.results import (
+    ORDER_COLUMNS,
     STAT_KEYS,
+    TRADE_COLUMNS,
     Result,
+    _positions_open,
+    _typed,
     compute_stats,
     empty_orders,
     infer_periods_per_year,
@@ -158,3 +165,231 @@ def test_periods_per_year_follows_the_finest_calendar() -> None:
     assert infer_periods_per_year({"AAPL": daily}, {"AAPL": "XNYS"}) == 252
     assert infer_periods_per_year({"A": daily, "B": daily}, {"A": "XNYS", "B": "24/7"}) == 365
     assert infer_periods_per_year({"B": hourly}, {"B": "24/7"}) == pytest.approx(24 * 365)
+
+
+# --- the array implementation against the reference loop -------------------------------------
+FLAT_EPS = 1e-9
+
+
+@dataclass(slots=True)
+class _RefOpen:
+    symbol: str
+    sign: float
+    entry_time: pd.Timestamp
+    position: float = 0.0
+    added: float = 0.0
+    entry_value: float = 0.0
+    reduced: float = 0.0
+    exit_value: float = 0.0
+    fees: float = 0.0
+
+    def row(self, exit_time: Any, mark: float | None = None) -> dict[str, Any]:
+        exit_size = self.reduced
+        exit_value = self.exit_value
+        if mark is not None and abs(self.position) > 0.0:
+            exit_size += abs(self.position)
+            exit_value += abs(self.position) * mark
+        entry_price = self.entry_value / self.added
+        exit_price = exit_value / exit_size if exit_size > 0 else math.nan
+        pnl = self.sign * (exit_value - entry_price * exit_size) - self.fees
+        return {
+            "symbol": self.symbol,
+            "entry_time": self.entry_time,
+            "exit_time": exit_time,
+            "size": self.sign * self.added,
+            "entry_price": entry_price,
+            "exit_price": exit_price,
+            "pnl": pnl,
+            "return": pnl / (entry_price * self.added),
+        }
+
+
+def _reference_trades(
+    orders: pd.DataFrame, last_prices: Mapping[str, float] | None = None
+) -> pd.DataFrame:
+    """The straightforward loop over every fill (the implementation before the numba one)."""
+    rows: list[dict[str, Any]] = []
+    open_: dict[str, _RefOpen] = {}
+    for ts, symbol, side, size, price, fee in zip(
+        orders["timestamp"],
+        orders["symbol"],
+        orders["side"],
+        orders["size"].to_numpy(dtype=np.float64),
+        orders["price"].to_numpy(dtype=np.float64),
+        orders["fee"].to_numpy(dtype=np.float64),
+        strict=True,
+    ):
+        signed = size if side == "buy" else -size
+        remaining = signed
+        trade = open_.get(symbol)
+        if trade is not None and trade.sign * signed < 0:
+            closing = min(abs(signed), abs(trade.position))
+            share = closing / abs(signed) if signed else 0.0
+            trade.reduced += closing
+            trade.exit_value += closing * price
+            trade.fees += fee * share
+            trade.position -= trade.sign * closing
+            remaining = signed + trade.sign * closing
+            fee = fee * (1.0 - share)
+            if abs(trade.position) <= FLAT_EPS * max(1.0, trade.added):
+                rows.append(trade.row(ts))
+                del open_[symbol]
+                trade = None
+        if abs(remaining) > 0.0:
+            if trade is None:
+                trade = _RefOpen(symbol, 1.0 if remaining > 0 else -1.0, ts)
+                open_[symbol] = trade
+            trade.added += abs(remaining)
+            trade.entry_value += abs(remaining) * price
+            trade.position += remaining
+            trade.fees += fee
+        elif trade is not None:
+            trade.fees += fee
+    if last_prices is not None:
+        for symbol, trade in open_.items():
+            rows.append(trade.row(pd.NaT, mark=float(last_prices[symbol])))
+    frame = pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
+    frame = frame.sort_values(["entry_time", "symbol"], kind="stable").reset_index(drop=True)
+    return _typed(frame, TRADE_COLUMNS)
+
+
+def _reference_positions_open(orders: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
+    """Per step, any position open: per symbol ``groupby(ts).sum().cumsum()`` looked up."""
+    if len(orders) == 0:
+        return np.zeros(len(index), dtype=bool)
+    signed = np.where(orders["side"].to_numpy() == "buy", 1.0, -1.0) * orders["size"].to_numpy(
+        dtype=np.float64
+    )
+    gross = np.zeros(len(index), dtype=np.float64)
+    for _symbol, part in pd.DataFrame(
+        {"ts": orders["timestamp"], "sym": orders["symbol"], "q": signed}
+    ).groupby("sym", sort=False):
+        pos = part.groupby("ts")["q"].sum().cumsum()
+        ts = pd.DatetimeIndex(pos.index).as_unit("ns").asi8
+        at = np.searchsorted(ts, index.as_unit("ns").asi8, side="right") - 1
+        values = np.where(at >= 0, pos.to_numpy()[np.maximum(at, 0)], 0.0)
+        gross += np.abs(np.where(np.abs(values) <= FLAT_EPS, 0.0, values))
+    return np.asarray(gross > 0.0)
+
+
+def _random_fills(rng: np.random.Generator, n: int, n_symbols: int) -> pd.DataFrame:
+    """Fills of several symbols: opens, adds, exact closes, flips, partial closes, closes
+    within FLAT_EPS, fractional sizes, fee-free fills, several fills at one timestamp."""
+    symbols = [f"S{j}" if j % 2 else f"C{j}/USD" for j in rng.permutation(n_symbols)]
+    position = dict.fromkeys(symbols, 0.0)
+    stamp = pd.Timestamp("2020-01-01", tz="UTC")
+    rows = []
+    for _ in range(n):
+        if rng.random() < 0.7:
+            stamp += pd.Timedelta(hours=int(rng.integers(1, 4)))
+        symbol = symbols[int(rng.integers(n_symbols))]
+        held = position[symbol]
+        u = rng.random()
+        if held and u < 0.25:
+            delta = -held  # exact close
+        elif held and u < 0.35:
+            delta = -held * float(rng.uniform(1.2, 4.0))  # flip
+        elif held and u < 0.45:
+            delta = -held * float(rng.random())  # partial close
+        elif held and u < 0.5:
+            delta = -held + float(rng.choice([1e-10, -1e-10, 1e-8, -1e-8]))  # ~flat
+        else:
+            delta = float(rng.choice([1.0, -1.0]) * rng.lognormal(0.0, 2.0))
+        if delta == 0.0:
+            continue
+        position[symbol] = held + delta
+        fee = float(rng.random()) if rng.random() < 0.8 else 0.0
+        side = "buy" if delta > 0 else "sell"
+        rows.append((stamp, symbol, side, abs(delta), float(rng.lognormal(4.0, 1.0)), fee))
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.DatetimeIndex([r[0] for r in rows], dtype="datetime64[ns, UTC]"),
+            "symbol": pd.Series([r[1] for r in rows], dtype="str"),
+            "side": pd.Series([r[2] for r in rows], dtype="str"),
+            "size": np.array([r[3] for r in rows], dtype=np.float64),
+            "price": np.array([r[4] for r in rows], dtype=np.float64),
+            "fee": np.array([r[5] for r in rows], dtype=np.float64),
+        }
+    )
+    return _typed(frame, ORDER_COLUMNS)
+
+
+def _assert_matches_reference(orders: pd.DataFrame, last: Mapping[str, float]) -> None:
+    for marks in (last, None):
+        fast = trades_from_orders(orders, marks)
+        pdt.assert_frame_equal(fast, _reference_trades(orders, marks), check_exact=True)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_trades_match_the_reference_loop_on_random_fills(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    orders = _random_fills(rng, int(rng.integers(1, 500)), int(rng.integers(1, 7)))
+    last = {s: float(rng.lognormal(4.0, 1.0)) for s in orders["symbol"].unique()}
+    _assert_matches_reference(orders, last)
+    index = pd.date_range("2019-12-31 22:00", periods=3000, freq="30min", tz="UTC")
+    np.testing.assert_array_equal(
+        _positions_open(orders, index), _reference_positions_open(orders, index)
+    )
+    shuffled = index[rng.permutation(len(index))]  # an unsorted index is looked up as well
+    np.testing.assert_array_equal(
+        _positions_open(orders, pd.DatetimeIndex(shuffled)),
+        _reference_positions_open(orders, pd.DatetimeIndex(shuffled)),
+    )
+
+
+def test_trades_edge_cases_match_the_reference_loop() -> None:
+    empty = empty_orders()
+    _assert_matches_reference(empty, {})
+    index = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
+    assert not _positions_open(empty, index).any()
+    # a NaN last price, same-timestamp round trips, naive and microsecond timestamps
+    orders = _orders(
+        [
+            ("2024-01-01", "X", "buy", 1.5, 10.0, 0.1),
+            ("2024-01-01", "X", "sell", 1.5, 11.0, 0.1),
+            ("2024-01-01", "X", "buy", 2.0, 12.0, 0.0),
+            ("2024-01-02", "Y", "sell", 0.25, 13.0, 0.2),
+            ("2024-01-03", "X", "sell", 4.0, 9.0, 0.3),
+        ]
+    )
+    _assert_matches_reference(orders, {"X": math.nan, "Y": 12.0})
+    naive = orders.assign(timestamp=orders["timestamp"].dt.tz_localize(None).dt.as_unit("us"))
+    pdt.assert_frame_equal(
+        trades_from_orders(naive, {"X": 1.0, "Y": 2.0}),
+        _reference_trades(orders, {"X": 1.0, "Y": 2.0}),
+        check_exact=True,
+    )
+    with pytest.raises(KeyError):
+        trades_from_orders(orders, {"X": 1.0})  # Y is still open and has no last price
+    np.testing.assert_array_equal(
+        _positions_open(orders, index), _reference_positions_open(orders, index)
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("symbols", "start", "end"),
+    [
+        (["AAPL", "MSFT"], "2005-01-01", "2012-12-31"),
+        (["GSPC", "BTC/USD"], "2015-01-01", "2017-12-31"),
+        (["BTC/USD", "ETH/USD"], "2015-01-01", "2019-12-31"),
+    ],
+)
+def test_trades_and_exposure_match_the_reference_on_real_runs(
+    symbols: list[str], start: str, end: str
+) -> None:
+    from modelyard.feeds import load_bars
+    from modelyard.strategies.backtest import run_backtest
+    from modelyard.strategies.vectorized import run_vectorized
+
+    for asset_specific in (False, True):
+        kwargs: dict[str, Any] = {"start": start, "end": end, "asset_specific": asset_specific}
+        for result in (run_backtest(symbols, **kwargs), run_vectorized(symbols, **kwargs)):
+            last = {s: float(load_bars(s, "1d", start, end)["close"].iloc[-1]) for s in symbols}
+            pdt.assert_frame_equal(
+                result.trades, _reference_trades(result.orders, last), check_exact=True
+            )
+            np.testing.assert_array_equal(
+                _positions_open(result.orders, pd.DatetimeIndex(result.equity.index)),
+                _reference_positions_open(result.orders, pd.DatetimeIndex(result.equity.index)),
+            )

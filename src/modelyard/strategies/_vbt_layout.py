@@ -104,13 +104,15 @@ def order_frame(
     opening halves of a long-short flip) become one fill, as Backtrader reports them.
     """
     wanted = np.array([name is not None for name in col_names], dtype=bool)
-    rec = records[wanted[records["col"].astype(np.int64)]] if len(records) else records
-    col = rec["col"].astype(np.int64)
-    idx = rec["idx"].astype(np.int64)
-    signed = np.where(rec["side"] == 0, 1.0, -1.0) * rec["size"].astype(np.float64)
-    price = rec["price"].astype(np.float64)
-    fee = rec["fees"].astype(np.float64)
-    if len(rec) > 1:
+    col = np.asarray(records["col"], dtype=np.int64)
+    keep_rec = wanted[col]
+    col = col[keep_rec]
+    idx = np.asarray(records["idx"], dtype=np.int64)[keep_rec]
+    size = np.asarray(records["size"], dtype=np.float64)[keep_rec]
+    signed = np.where(np.asarray(records["side"])[keep_rec] == 0, size, -size)
+    price = np.asarray(records["price"], dtype=np.float64)[keep_rec]
+    fee = np.asarray(records["fees"], dtype=np.float64)[keep_rec]
+    if len(col) > 1:
         same = np.concatenate([[False], (idx[1:] == idx[:-1]) & (col[1:] == col[:-1])])
         if same.any():
             starts = np.flatnonzero(~same)
@@ -120,12 +122,14 @@ def order_frame(
             col, idx, price = col[starts], idx[starts], price[starts]
             keep = signed != 0.0
             col, idx, price, signed, fee = (a[keep] for a in (col, idx, price, signed, fee))
-    names = np.asarray([name or "" for name in col_names], dtype=object)
+    # the strings are taken from a short array per column / side (no Python object per fill)
+    names = pd.array([name or "" for name in col_names], dtype="str")
+    sides = pd.array(["sell", "buy"], dtype="str")
     frame = pd.DataFrame(
         {
             "timestamp": index[idx],
-            "symbol": pd.Series(names[col], dtype="str"),
-            "side": pd.Series(np.where(signed > 0, "buy", "sell"), dtype="str"),
+            "symbol": names.take(col),
+            "side": sides.take((signed > 0).astype(np.intp)),
             "size": np.abs(signed),
             "price": price,
             "fee": fee,

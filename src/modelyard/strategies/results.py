@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import yaml
+from numba import njit
 
 from modelyard._atomic import write_text_atomic
 
@@ -93,6 +95,9 @@ STAT_KEYS: tuple[str, ...] = (
     "n_bars",
 )
 FLAT_EPS = 1e-9
+_PANDAS_DTYPES: dict[str, Any] = {
+    d: pd.api.types.pandas_dtype(d) for d in {*ORDER_COLUMNS.values(), *TRADE_COLUMNS.values()}
+}
 _FLOAT_FORMAT = "%.17g"
 
 
@@ -106,7 +111,9 @@ def _typed(frame: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
             values = pd.Series([], dtype="float64")
         else:
             raise KeyError(f"column {column!r} is missing; expected {list(schema)}")
-        if dtype == UTC_NS:
+        if values.dtype == _PANDAS_DTYPES[dtype]:
+            data[column] = values  # already typed: the conversions below leave it as it is
+        elif dtype == UTC_NS:
             stamps = pd.to_datetime(values, utc=True, format="ISO8601")
             data[column] = stamps.astype("datetime64[ns, UTC]")
         else:
@@ -129,86 +136,166 @@ def _equity_series(equity: pd.Series) -> pd.Series:
 
 
 # --- trades ---------------------------------------------------------------------------------
-@dataclass(slots=True)
-class _Open:
-    symbol: str
-    sign: float
-    entry_time: pd.Timestamp
-    position: float = 0.0
-    added: float = 0.0
-    entry_value: float = 0.0
-    reduced: float = 0.0
-    exit_value: float = 0.0
-    fees: float = 0.0
+# Per-symbol state of the open trade, columns of a (n_symbols, 7) array.
+_SIGN, _POSITION, _ADDED, _ENTRY_VALUE, _REDUCED, _EXIT_VALUE, _FEES = range(7)
+_N_STATE = 7
 
-    def row(self, exit_time: Any, mark: float | None = None) -> dict[str, Any]:
-        exit_size = self.reduced
-        exit_value = self.exit_value
-        if mark is not None and abs(self.position) > 0.0:
-            exit_size += abs(self.position)
-            exit_value += abs(self.position) * mark
-        entry_price = self.entry_value / self.added
-        exit_price = exit_value / exit_size if exit_size > 0 else math.nan
-        pnl = self.sign * (exit_value - entry_price * exit_size) - self.fees
-        return {
-            "symbol": self.symbol,
-            "entry_time": self.entry_time,
-            "exit_time": exit_time,
-            "size": self.sign * self.added,
-            "entry_price": entry_price,
-            "exit_price": exit_price,
-            "pnl": pnl,
-            "return": pnl / (entry_price * self.added),
-        }
+
+@njit(cache=True, nogil=True)
+def _trades_nb(
+    code: Any, signed: Any, price: Any, fee: Any, n_symbols: int, flat_eps: float
+) -> tuple[Any, Any, Any, Any]:
+    """One pass over the fills (execution order): the trades as ``(symbol code, entry fill,
+    exit fill or -1 while open, state row)``, closed ones in closing order, then the open ones
+    by symbol code. Every float is computed in the order of the reference loop
+    (tests/unit/test_results.py), so the values are the same bit for bit."""
+    n = len(code)
+    cap = n + n_symbols
+    live = np.zeros(n_symbols, dtype=np.bool_)
+    entry = np.zeros(n_symbols, dtype=np.int64)
+    state = np.zeros((n_symbols, _N_STATE), dtype=np.float64)
+    out_code = np.empty(cap, dtype=np.int64)
+    out_entry = np.empty(cap, dtype=np.int64)
+    out_exit = np.empty(cap, dtype=np.int64)
+    out_state = np.empty((cap, _N_STATE), dtype=np.float64)
+    m = 0
+    for k in range(n):
+        c = code[k]
+        s = signed[k]
+        p = price[k]
+        f = fee[k]
+        st = state[c]
+        remaining = s
+        if live[c] and st[_SIGN] * s < 0.0:
+            a = abs(s)
+            b = abs(st[_POSITION])
+            closing = b if b < a else a  # min(a, b) as Python picks it
+            share = closing / a if s != 0.0 else 0.0
+            st[_REDUCED] += closing
+            st[_EXIT_VALUE] += closing * p
+            st[_FEES] += f * share
+            st[_POSITION] -= st[_SIGN] * closing
+            remaining = s + st[_SIGN] * closing
+            f = f * (1.0 - share)
+            added = st[_ADDED]
+            if abs(st[_POSITION]) <= flat_eps * (added if added > 1.0 else 1.0):
+                out_code[m] = c
+                out_entry[m] = entry[c]
+                out_exit[m] = k
+                out_state[m] = st
+                m += 1
+                live[c] = False
+        if abs(remaining) > 0.0:
+            if not live[c]:
+                live[c] = True
+                entry[c] = k
+                st[:] = 0.0
+                st[_SIGN] = 1.0 if remaining > 0 else -1.0
+            st[_ADDED] += abs(remaining)
+            st[_ENTRY_VALUE] += abs(remaining) * p
+            st[_POSITION] += remaining
+            st[_FEES] += f
+        elif live[c]:
+            st[_FEES] += f
+    for c in range(n_symbols):
+        if live[c]:
+            out_code[m] = c
+            out_entry[m] = entry[c]
+            out_exit[m] = -1
+            out_state[m] = state[c]
+            m += 1
+    return out_code[:m], out_entry[:m], out_exit[:m], out_state[:m]
+
+
+@njit(cache=True, nogil=True)
+def _trade_values_nb(state: Any, marked: Any, mark: Any) -> Any:
+    """``(size, entry_price, exit_price, pnl, return)`` per trade; where ``marked``, ``mark``
+    values the position still open (the reference loop's ``row``, the same float operations)."""
+    out = np.empty((len(state), 5), dtype=np.float64)
+    for t in range(len(state)):
+        st = state[t]
+        sign = st[_SIGN]
+        added = st[_ADDED]
+        exit_size = st[_REDUCED]
+        exit_value = st[_EXIT_VALUE]
+        position = abs(st[_POSITION])
+        if marked[t] and position > 0.0:
+            exit_size += position
+            exit_value += position * mark[t]
+        entry_price = st[_ENTRY_VALUE] / added
+        exit_price = exit_value / exit_size if exit_size > 0 else np.nan
+        pnl = sign * (exit_value - entry_price * exit_size) - st[_FEES]
+        out[t, 0] = sign * added
+        out[t, 1] = entry_price
+        out[t, 2] = exit_price
+        out[t, 3] = pnl
+        out[t, 4] = pnl / (entry_price * added)
+    return out
+
+
+def _utc_ns(values: Any) -> npt.NDArray[np.int64]:
+    """Timestamps (any unit; naive = UTC) as int64 nanoseconds since the epoch, UTC."""
+    stamps = pd.DatetimeIndex(pd.to_datetime(values, utc=True, format="ISO8601"))
+    return np.asarray(stamps.as_unit("ns").asi8, dtype=np.int64)
+
+
+def _signed_sizes(orders: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """``size`` for buys, ``-size`` for everything else."""
+    buy = orders["side"].eq("buy").to_numpy(dtype=bool, na_value=False)
+    size = orders["size"].to_numpy(dtype=np.float64)
+    return np.where(buy, size, -size)
+
+
+def _symbol_codes(orders: pd.DataFrame) -> tuple[npt.NDArray[np.int64], pd.Index]:
+    """Codes of ``orders["symbol"]`` in sorted order of the symbols (a missing one last)."""
+    codes, uniques = pd.factorize(orders["symbol"], sort=True, use_na_sentinel=False)
+    return np.asarray(codes, dtype=np.int64), pd.Index(uniques)
 
 
 def trades_from_orders(
     orders: pd.DataFrame, last_prices: Mapping[str, float] | None = None
 ) -> pd.DataFrame:
     """Flat-to-flat trades from fills (see the module docstring); ``last_prices`` marks the
-    positions still open (without it they are left out)."""
-    rows: list[dict[str, Any]] = []
-    open_: dict[str, _Open] = {}
-    for ts, symbol, side, size, price, fee in zip(
-        orders["timestamp"],
-        orders["symbol"],
-        orders["side"],
-        orders["size"].to_numpy(dtype=np.float64),
+    positions still open (without it they are left out).
+
+    The fills are taken in their row order (execution order); the trades come sorted by
+    ``(entry_time, symbol)``, stable (a symbol's trades in the order they opened)."""
+    codes, symbols = _symbol_codes(orders)
+    stamps = _utc_ns(orders["timestamp"])
+    code, entry, exit_, state = _trades_nb(
+        codes,
+        _signed_sizes(orders),
         orders["price"].to_numpy(dtype=np.float64),
         orders["fee"].to_numpy(dtype=np.float64),
-        strict=True,
-    ):
-        signed = size if side == "buy" else -size
-        remaining = signed
-        trade = open_.get(symbol)
-        if trade is not None and trade.sign * signed < 0:
-            closing = min(abs(signed), abs(trade.position))
-            share = closing / abs(signed) if signed else 0.0
-            trade.reduced += closing
-            trade.exit_value += closing * price
-            trade.fees += fee * share
-            trade.position -= trade.sign * closing
-            remaining = signed + trade.sign * closing
-            fee = fee * (1.0 - share)
-            if abs(trade.position) <= FLAT_EPS * max(1.0, trade.added):
-                rows.append(trade.row(ts))
-                del open_[symbol]
-                trade = None
-        if abs(remaining) > 0.0:
-            if trade is None:
-                trade = _Open(symbol, 1.0 if remaining > 0 else -1.0, ts)
-                open_[symbol] = trade
-            trade.added += abs(remaining)
-            trade.entry_value += abs(remaining) * price
-            trade.position += remaining
-            trade.fees += fee
-        elif trade is not None:
-            trade.fees += fee
-    if last_prices is not None:
-        for symbol, trade in open_.items():
-            rows.append(trade.row(pd.NaT, mark=float(last_prices[symbol])))
-    frame = pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
-    frame = frame.sort_values(["entry_time", "symbol"], kind="stable").reset_index(drop=True)
+        len(symbols),
+        FLAT_EPS,
+    )
+    still_open = exit_ < 0
+    if last_prices is None:
+        keep = ~still_open
+        code, entry, exit_, state, still_open = (
+            a[keep] for a in (code, entry, exit_, state, still_open)
+        )
+    mark = np.full(len(code), np.nan)
+    for t in np.flatnonzero(still_open):
+        assert last_prices is not None
+        mark[t] = float(last_prices[symbols[code[t]]])
+    values = _trade_values_nb(state, still_open, mark)
+    entry_ns = stamps[entry]
+    exit_ns = np.where(still_open, np.iinfo(np.int64).min, stamps[np.maximum(exit_, 0)])
+    order = np.lexsort((code, entry_ns))  # stable: ties keep the emission order
+    frame = pd.DataFrame(
+        {
+            "symbol": symbols.take(code[order]).array,
+            "entry_time": pd.DatetimeIndex(entry_ns[order].view("M8[ns]")).tz_localize("UTC"),
+            "exit_time": pd.DatetimeIndex(exit_ns[order].view("M8[ns]")).tz_localize("UTC"),
+            "size": values[order, 0],
+            "entry_price": values[order, 1],
+            "exit_price": values[order, 2],
+            "pnl": values[order, 3],
+            "return": values[order, 4],
+        }
+    )
     return _typed(frame, TRADE_COLUMNS)
 
 
@@ -232,23 +319,78 @@ def infer_periods_per_year(bars: Mapping[str, pd.DataFrame], calendars: Mapping[
     return best if best > 0 else 252.0
 
 
-def _positions_open(orders: pd.DataFrame, index: pd.DatetimeIndex) -> np.ndarray:
-    """Per equity step: is any position open after that step's fills?"""
+@njit(cache=True, nogil=True)
+def _position_steps_nb(code: Any, stamp: Any, signed: Any) -> tuple[Any, Any, Any]:
+    """Fills sorted by (symbol code, timestamp), stable: per (symbol, timestamp) group the
+    position after it, ``(code, timestamp, position)``. A group's fills are summed as pandas'
+    ``groupby().sum()`` does (compensated, NaN skipped), the groups cumulated as ``cumsum``
+    (a NaN sum stays NaN, later positions skip it)."""
+    n = len(code)
+    out_code = np.empty(n, dtype=np.int64)
+    out_stamp = np.empty(n, dtype=np.int64)
+    out_pos = np.empty(n, dtype=np.float64)
+    m = 0
+    k = 0
+    position = 0.0
+    while k < n:
+        c = code[k]
+        if m == 0 or out_code[m - 1] != c:
+            position = 0.0
+        total = 0.0
+        comp = 0.0
+        j = k
+        while j < n and code[j] == c and stamp[j] == stamp[k]:
+            val = signed[j]
+            if val == val:
+                y = val - comp
+                t = total + y
+                comp = t - total - y
+                if comp != comp:
+                    comp = 0.0
+                total = t
+            j += 1
+        out_code[m] = c
+        out_stamp[m] = stamp[k]
+        if total == total:
+            position += total
+            out_pos[m] = position
+        else:
+            out_pos[m] = np.nan
+        m += 1
+        k = j
+    return out_code[:m], out_stamp[:m], out_pos[:m]
+
+
+def _positions_open(orders: pd.DataFrame, index: pd.DatetimeIndex) -> npt.NDArray[np.bool_]:
+    """Per equity step: is any position open after that step's fills?
+
+    A symbol's position at a step is the sum of its fills up to that step's timestamp; it is
+    open when above :data:`FLAT_EPS` in size (a NaN position makes the step count as flat)."""
+    n = len(index)
     if len(orders) == 0:
-        return np.zeros(len(index), dtype=bool)
-    signed = np.where(orders["side"].to_numpy() == "buy", 1.0, -1.0) * orders["size"].to_numpy(
-        dtype=np.float64
+        return np.zeros(n, dtype=bool)
+    codes, _ = _symbol_codes(orders)
+    stamps = _utc_ns(orders["timestamp"])
+    by = np.lexsort((stamps, codes))
+    code, stamp, pos = _position_steps_nb(codes[by], stamps[by], _signed_sizes(orders)[by])
+    steps = np.asarray(pd.DatetimeIndex(index).as_unit("ns").asi8, dtype=np.int64)
+    sorted_steps = np.all(steps[1:] >= steps[:-1])
+    order = np.arange(n) if sorted_steps else np.argsort(steps, kind="stable")
+    steps = steps[order]
+    # group g holds from its timestamp up to the next group of its symbol (or the end)
+    start = np.searchsorted(steps, stamp, side="left")
+    end = np.r_[start[1:], n]
+    end[np.r_[code[1:] != code[:-1], True]] = n
+    is_open = np.abs(pos) > FLAT_EPS
+    is_nan = np.isnan(pos)
+    opened = np.bincount(start[is_open], minlength=n + 1) - np.bincount(
+        end[is_open], minlength=n + 1
     )
-    gross = np.zeros(len(index), dtype=np.float64)
-    for _symbol, part in pd.DataFrame(
-        {"ts": orders["timestamp"], "sym": orders["symbol"], "q": signed}
-    ).groupby("sym", sort=False):
-        pos = part.groupby("ts")["q"].sum().cumsum()
-        ts = pd.DatetimeIndex(pos.index).as_unit("ns").asi8
-        at = np.searchsorted(ts, index.as_unit("ns").asi8, side="right") - 1
-        values = np.where(at >= 0, pos.to_numpy()[np.maximum(at, 0)], 0.0)
-        gross += np.abs(np.where(np.abs(values) <= FLAT_EPS, 0.0, values))
-    return gross > 0.0
+    nans = np.bincount(start[is_nan], minlength=n + 1) - np.bincount(end[is_nan], minlength=n + 1)
+    flags = (np.cumsum(opened[:n]) > 0) & (np.cumsum(nans[:n]) == 0)
+    out = np.empty(n, dtype=bool)
+    out[order] = flags
+    return out
 
 
 def compute_stats(

@@ -165,7 +165,9 @@ def plan_orders(
 
     The weight is clipped to ``[-cap, cap]`` of its data; ``units = w * value / close``;
     orders moving less than :data:`MIN_ORDER_UNITS` are dropped; the rest are sorted by
-    ascending ``(target - current) * close`` (PARITY.md).
+    ascending ``(target - current) * close`` (PARITY.md), computed as vectorbt's
+    ``call_seq="auto"`` computes it, ``w * value - current * close``: two orders of equal
+    notional tie exactly and keep their data order, as in vectorbt.
     """
     out = []
     for i, weight, close, current in items:
@@ -176,7 +178,8 @@ def plan_orders(
         target = w * value / close
         if abs(target - current) < MIN_ORDER_UNITS:
             continue
-        out.append(PlannedOrder(i, target, (target - current) * close))
+        # keyed as vectorbt's call_seq='auto' rounds it: exact ties stay in data order
+        out.append(PlannedOrder(i, target, w * value - current * close))
     out.sort(key=lambda o: o.delta_notional)
     return out
 
