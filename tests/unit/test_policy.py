@@ -119,3 +119,75 @@ def test_plan_orders_sells_first_caps_and_drops_dust() -> None:
     assert almost == []
     just = plan_orders(10_000.0, [(0, 0.2, 10.0, 200.0 - 2 * MIN_ORDER_UNITS)], caps=[1.0])
     assert [o.target for o in just] == [200.0]
+
+
+# --- the numba kernels against the pure-Python rules, bit for bit -------------------------
+
+
+def _reference_limit_gross(
+    weights: dict[str, pd.Series], max_gross: float
+) -> dict[str, np.ndarray]:
+    """The pure-Python :class:`GrossLimiter` stepped over the union timeline (stable order)."""
+    symbols = list(weights)
+    limiter = GrossLimiter(len(symbols), max_gross)
+    arrays = {s: weights[s].to_numpy(dtype=np.float64).copy() for s in symbols}
+    events = sorted(
+        (int(t.value), i, r) for i, s in enumerate(symbols) for r, t in enumerate(weights[s].index)
+    )
+    k = 0
+    while k < len(events):
+        step = [e for e in events[k:] if e[0] == events[k][0]]
+        trading = [i for _, i, _ in step]
+        w = [float(arrays[symbols[i]][r]) for _, i, r in step]
+        for (_, i, r), value in zip(step, limiter.step(trading, w), strict=True):
+            arrays[symbols[i]][r] = value
+        k += len(step)
+    return arrays
+
+
+@pytest.mark.parametrize("policy", [LONG, LONG_SHORT], ids=["long_only", "long_short"])
+def test_numba_target_weights_equal_the_python_rules_bit_for_bit(policy: PolicyConfig) -> None:
+    rng = np.random.default_rng(11)
+    pred = rng.normal(scale=0.012, size=5_000)
+    pred[rng.integers(0, 5_000, 200)] = np.nan
+    # the thresholds themselves (hysteresis edges), signed zeros, infinities, the caps
+    pred[:12] = [0.01, 0.004, -0.01, -0.004, 0.0, -0.0, np.inf, -np.inf, 0.03, -0.03, 0.011, 0.0]
+    state = PolicyState(policy)
+    stepped = np.array([state.step(p) for p in pred])
+    assert target_weights(pred, policy).tobytes() == stepped.tobytes()
+    assert target_weights(pred[:0], policy).shape == (0,)
+
+
+def test_numba_target_weights_hysteresis_matches_the_python_rules() -> None:
+    policy = PolicyConfig(
+        entry_threshold=0.002, exit_threshold=0.002, scale=7.0, cap=0.05, long_short=True
+    )
+    rng = np.random.default_rng(12)
+    pred = np.round(rng.normal(scale=0.003, size=3_000), 3)  # many exact threshold hits
+    state = PolicyState(policy)
+    stepped = np.array([state.step(p) for p in pred])
+    assert target_weights(pred, policy).tobytes() == stepped.tobytes()
+
+
+@pytest.mark.parametrize("max_gross", [0.5, 1.0, 2.5])
+def test_numba_gross_limit_equals_the_python_limiter_on_mixed_calendars(max_gross: float) -> None:
+    rng = np.random.default_rng(int(max_gross * 10))
+    hours = pd.date_range("2024-01-01", periods=300, freq="1h", tz="UTC")
+    weights: dict[str, pd.Series] = {}
+    for j in range(7):
+        if j % 3 == 0:  # a 24/7 symbol
+            index = hours
+        elif j % 3 == 1:  # a session calendar: some hours only
+            index = hours[(hours.hour >= 14) & (hours.hour < 21) & (hours.day_of_week < 5)]
+        else:  # sparse and irregular
+            index = hours[np.sort(rng.choice(300, 40, replace=False))]
+        values = rng.normal(scale=0.4, size=len(index))
+        values[rng.random(len(index)) < 0.2] = 0.0
+        weights[f"S{j}"] = pd.Series(values, index=index)
+    weights["EMPTY"] = pd.Series([], index=hours[:0], dtype=np.float64)
+    expected = _reference_limit_gross(weights, max_gross)
+    out = limit_gross(weights, max_gross)
+    assert list(out) == list(weights)
+    for s, series in out.items():
+        assert series.to_numpy().tobytes() == expected[s].tobytes(), s
+        assert series.index.equals(weights[s].index)

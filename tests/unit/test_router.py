@@ -182,7 +182,7 @@ def test_predict_frame_groups_by_model_and_matches_predict(registry_dir: Path) -
     frame = pd.DataFrame(rows, index=pd.RangeIndex(10, 16))
     result = router.predict_frame(frame, with_models=True)
     assert isinstance(result, pd.DataFrame)
-    expected = [router.predict(r["symbol"], r) for r in rows]
+    expected = [router.predict(s, _features(router, s, seed=i)) for i, s in enumerate(symbols)]
     np.testing.assert_array_equal(result["prediction"].to_numpy(), expected)
     assert list(result["model_id"]) == [
         "equities_v1",
@@ -252,3 +252,66 @@ def test_universal_contract_violation_gives_no_signal(registry_dir: Path) -> Non
     )
     with pytest.raises(ContractViolation, match="universal_v1"):
         strict.predict_frame(frame)
+
+
+def _blocks(
+    router: AssetSpecificModelRouter, symbols: list[str], sizes: list[int], bad: float
+) -> list[dict[str, np.ndarray]]:
+    names = sorted({n for spec in router.config.models.values() for n in spec.features})
+    rng = np.random.default_rng(9)
+    blocks = []
+    for size in sizes:
+        block = {n: rng.normal(scale=0.01, size=size) for n in names}
+        block["gap"][::3] = bad  # an equities-only feature
+        block["rsi_14"][::5] = bad  # every model's
+        blocks.append(block)
+    return blocks
+
+
+@pytest.mark.parametrize("asset_specific", [False, True])
+def test_predict_arrays_equals_predict_frame_on_the_stacked_frame(
+    registry_dir: Path, asset_specific: bool
+) -> None:
+    config = load_config(registry_dir / "assets.yaml")
+
+    def router() -> AssetSpecificModelRouter:
+        return AssetSpecificModelRouter(
+            config,
+            asset_specific=asset_specific,
+            contracts=lambda mid: _bound_check(1.0 if mid == "equities_v1" else 2.0),
+        )
+
+    symbols = ["AAPL", "BTC/USD", "SPY240119C00450000", "MSFT", "ETH/USD", "IBM"]
+    sizes = [7, 5, 0, 6, 4, 3]
+    blocks = _blocks(router(), symbols, sizes, bad=1.5)
+    blocks[-1]["rsi_14"][:] = 5.0  # IBM: every row breaks every contract
+    frame = pd.concat(
+        [pd.DataFrame({"symbol": s, **b}) for s, b in zip(symbols, blocks, strict=True)],
+        ignore_index=True,
+    )
+    by_frame, by_arrays = router(), router()
+    expected = by_frame.predict_frame(frame).to_numpy()
+    got = by_arrays.predict_arrays(symbols, blocks)
+    assert [len(g) for g in got] == sizes
+    assert np.concatenate(got).tobytes() == expected.tobytes()
+    assert np.isnan(got[-1]).all()
+    assert np.isfinite(got[0][1])
+    assert by_arrays.fallback_counts == by_frame.fallback_counts
+    assert by_arrays.fallback_counts[("universal_v1", "contract_violation")] > 0
+    assert by_arrays.predict_arrays([], []) == []
+
+
+def test_predict_arrays_strict_names_the_symbol_and_its_rows(registry_dir: Path) -> None:
+    config = load_config(registry_dir / "assets.yaml")
+    strict = AssetSpecificModelRouter(
+        config, asset_specific=False, strict=True, contracts=lambda mid: _bound_check(1.0)
+    )
+    blocks = _blocks(strict, ["AAPL", "MSFT"], [2, 4], bad=0.0)
+    blocks[1]["rsi_14"][2:] = 9.0
+    days = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
+    index: list[pd.Index] = [pd.RangeIndex(2), days]
+    with pytest.raises(ContractViolation, match="MSFT: 2 feature row") as err:
+        strict.predict_arrays(["AAPL", "MSFT"], blocks, index=index)
+    assert err.value.first == tuple(days[2:])
+    with pytest.raises(ValueError, match="feature blocks"):
+        strict.predict_arrays(["AAPL"], blocks)

@@ -29,9 +29,8 @@ def _pair(pred: npt.ArrayLike, target: npt.ArrayLike) -> tuple[FloatArray, Float
     return p[keep], t[keep]
 
 
-def ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
-    """Pearson correlation; NaN when fewer than 2 rows or a side is constant."""
-    p, t = _pair(pred, target)
+def _ic(p: FloatArray, t: FloatArray) -> float:
+    """:func:`ic` of rows already paired by :func:`_pair`."""
     if p.size < 2:
         return float("nan")
     pc, tc = p - p.mean(), t - t.mean()
@@ -39,29 +38,55 @@ def ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
     return float(pc @ tc / denom) if denom > 0 else float("nan")
 
 
+def ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
+    """Pearson correlation; NaN when fewer than 2 rows or a side is constant."""
+    return _ic(*_pair(pred, target))
+
+
 def _ranks(x: FloatArray) -> FloatArray:
-    """1-based ranks; tied values share the average of the ranks they span."""
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
+    """1-based ranks; tied values share the average of the ranks they span.
+
+    One sort; the ranks are exact (half-)integers, whatever the sort: the same bits as
+    ``np.unique(x, return_inverse=True, return_counts=True)`` would give them.
+    """
+    n = x.size
+    order = np.argsort(x)
+    ordered = x[order]
+    first = np.empty(n, dtype=np.bool_)
+    first[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    ends = np.empty_like(starts)
+    ends[:-1] = starts[1:]
+    ends[-1:] = n
+    counts = ends - starts
     average = (ends - counts + 1 + ends) / 2.0
-    return np.asarray(average[inverse], dtype=np.float64)
+    out = np.empty(n, dtype=np.float64)
+    out[order] = np.repeat(average, counts)
+    return out
+
+
+def _rank_ic(p: FloatArray, t: FloatArray) -> float:
+    if p.size < 2:
+        return float("nan")
+    return _ic(_ranks(p), _ranks(t))
 
 
 def rank_ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
     """Spearman correlation (ties get average ranks)."""
-    p, t = _pair(pred, target)
-    if p.size < 2:
-        return float("nan")
-    return ic(_ranks(p), _ranks(t))
+    return _rank_ic(*_pair(pred, target))
 
 
-def hit_rate(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
-    """Share of sign agreements over rows where both signs are non-zero."""
-    p, t = _pair(pred, target)
+def _hit_rate(p: FloatArray, t: FloatArray) -> float:
     keep = (p != 0) & (t != 0)
     if not keep.any():
         return float("nan")
     return float(np.mean(np.sign(p[keep]) == np.sign(t[keep])))
+
+
+def hit_rate(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
+    """Share of sign agreements over rows where both signs are non-zero."""
+    return _hit_rate(*_pair(pred, target))
 
 
 def icir(ics: Sequence[float]) -> float:
@@ -85,4 +110,4 @@ class Metrics:
 
 def metrics(pred: npt.ArrayLike, target: npt.ArrayLike) -> Metrics:
     p, t = _pair(pred, target)
-    return Metrics(ic(p, t), rank_ic(p, t), hit_rate(p, t), int(p.size))
+    return Metrics(_ic(p, t), _rank_ic(p, t), _hit_rate(p, t), int(p.size))

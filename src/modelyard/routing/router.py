@@ -334,32 +334,59 @@ class AssetSpecificModelRouter:
         x = frame.reindex(columns=names).to_numpy(dtype=model.dtype)
         if rows is not None:
             x = x[rows]
+        return self._predict_x(
+            model_id,
+            model,
+            x,
+            rows,
+            len(frame),
+            out,
+            model_of_row,
+            lambda row: str(symbols[row]),
+            lambda where: tuple(frame.index[where]),
+        )
+
+    def _predict_x(
+        self,
+        model_id: str,
+        model: OnnxModel,
+        x: npt.NDArray[Any],
+        rows: npt.NDArray[np.intp] | None,
+        n: int,
+        out: FloatArray,
+        model_of_row: npt.NDArray[Any] | None,
+        symbol_at: Callable[[int], str],
+        labels: Callable[[npt.NDArray[np.intp]], tuple[Any, ...]],
+    ) -> npt.NDArray[np.intp] | None:
+        """Check and run ``x`` (the feature rows ``rows`` of ``n``; None = all) through
+        ``model_id``; returns the rows that broke its contract (see ``_predict_rows``)."""
         check = self._check(model_id)
         bad_rows = None
         if check is not None and len(x):
             bad = check.batch(x)
             if bad.any():
                 index = np.flatnonzero(bad)
-                all_rows = np.arange(len(frame)) if rows is None else rows
+                all_rows = np.arange(n) if rows is None else rows
                 first_row = int(all_rows[index[0]])
-                symbol = str(symbols[first_row])
+                symbol = symbol_at(first_row)
                 problem = check.row(x[index[0]]) or "contract"
                 if self.strict:
                     raise ContractViolation(
                         f"{symbol}: {len(index)} feature row(s) break the contract of model "
-                        f"'{model_id}', first at {frame.index[first_row]}: {problem}",
+                        f"'{model_id}', first at {labels(np.array([first_row]))[0]}: {problem}",
                         rule=problem,
                         count=len(index),
-                        first=tuple(frame.index[all_rows[index[:5]]]),
+                        first=labels(all_rows[index[:5]]),
                     )
                 for i in index:
-                    sym = str(symbols[all_rows[i]])
+                    sym = symbol_at(int(all_rows[i]))
                     self._count(sym, model_id, "contract_violation", problem)
                 bad_rows = all_rows[index]
                 if model_id == self.universal_id:
                     # The universal model is the last resort: its broken rows get no signal.
                     out[bad_rows] = np.nan
-                    model_of_row[bad_rows] = model_id
+                    if model_of_row is not None:
+                        model_of_row[bad_rows] = model_id
                     bad_rows = None
                 keep = ~bad
                 x = x[keep]
@@ -368,8 +395,129 @@ class AssetSpecificModelRouter:
             pred = np.asarray(model.run_raw(x), dtype=np.float64).reshape(-1)
             if rows is None:
                 out[:] = pred
-                model_of_row[:] = model_id
+                if model_of_row is not None:
+                    model_of_row[:] = model_id
             else:
                 out[rows] = pred
-                model_of_row[rows] = model_id
+                if model_of_row is not None:
+                    model_of_row[rows] = model_id
         return bad_rows
+
+    def predict_arrays(
+        self,
+        symbols: Sequence[str],
+        features: Sequence[Mapping[str, npt.ArrayLike]],
+        *,
+        index: Sequence[pd.Index] | None = None,
+    ) -> list[FloatArray]:
+        """:meth:`predict_frame` on per-symbol feature columns, without stacking a frame.
+
+        ``features[i]`` maps each feature name (of every model that may serve
+        ``symbols[i]``, the universal model's too) to a 1-D array of that symbol's rows.
+        Gives exactly what ``predict_frame`` gives on the frame that stacks the blocks in
+        order (same batches, one run per model over its symbols' rows; the same per-row
+        contract fallbacks, counts and NaN), as one float64 array per block. ``index`` (one
+        per block) labels rows in a strict-mode :class:`ContractViolation`; default: the
+        row's position in its block.
+        """
+        if len(features) != len(symbols):
+            raise ValueError(f"{len(symbols)} symbols but {len(features)} feature blocks")
+        if index is not None and len(index) != len(symbols):
+            raise ValueError(f"{len(symbols)} symbols but {len(index)} indexes")
+        names_all = list(symbols)
+        sizes = np.zeros(len(names_all), dtype=np.intp)
+        for b, block in enumerate(features):
+            lengths = {len(np.asarray(v)) for v in block.values()}
+            if len(lengths) > 1:
+                raise DataError(f"predict_arrays: the columns of {names_all[b]} differ in length")
+            sizes[b] = lengths.pop() if lengths else 0
+        starts = np.zeros(len(names_all) + 1, dtype=np.intp)
+        np.cumsum(sizes, out=starts[1:])
+        n = int(starts[-1])
+        out = np.empty(n, dtype=np.float64)
+        if n == 0:
+            return [out[starts[b] : starts[b + 1]] for b in range(len(names_all))]
+
+        def block_of(rows: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+            return np.searchsorted(starts, rows, side="right") - 1
+
+        def symbol_at(row: int) -> str:
+            return str(names_all[int(block_of(np.array([row]))[0])])
+
+        def labels(rows: npt.NDArray[np.intp]) -> tuple[Any, ...]:
+            blocks = block_of(rows)
+            local = rows - starts[blocks]
+            if index is None:
+                return tuple(int(r) for r in local)
+            return tuple(index[b][r] for b, r in zip(blocks, local, strict=True))
+
+        def matrix(model_id: str, rows: npt.NDArray[np.intp] | None) -> npt.NDArray[Any]:
+            """The model's feature matrix of ``rows`` (None = all), in its dtype."""
+            model = self.model(model_id)
+            names = list(self.registry.spec(model_id).features)
+            blocks = np.arange(len(names_all)) if rows is None else block_of(rows)
+            present = np.unique(blocks)
+            for b in present:
+                missing = [name for name in names if name not in features[b]]
+                if missing:
+                    raise DataError(
+                        f"predict_arrays: model '{model_id}' needs columns {missing} that "
+                        f"{names_all[b]} lacks"
+                    )
+            if rows is None:
+                x = np.empty((n, len(names)), dtype=model.dtype)
+                for b in present:
+                    lo, hi = starts[b], starts[b + 1]
+                    for c, name in enumerate(names):
+                        x[lo:hi, c] = np.asarray(features[b][name])
+                return x
+            x = np.empty((len(rows), len(names)), dtype=model.dtype)
+            local = rows - starts[blocks]
+            for b in present:
+                at = np.flatnonzero(blocks == b)
+                if len(at) == sizes[b] and np.array_equal(local[at], np.arange(sizes[b])):
+                    for c, name in enumerate(names):  # a whole block, in order (the usual)
+                        x[at[0] : at[-1] + 1, c] = np.asarray(features[b][name])
+                    continue
+                for c, name in enumerate(names):
+                    x[at, c] = np.asarray(features[b][name])[local[at]]
+            return x
+
+        # like predict_frame, route only the symbols that have rows
+        served = [
+            self.route(s).model_id if size else "" for s, size in zip(names_all, sizes, strict=True)
+        ]
+        order = list(dict.fromkeys(served[b] for b in range(len(names_all)) if sizes[b]))
+        plan: list[tuple[str, npt.NDArray[np.intp] | None]]
+        if len(order) == 1:
+            plan = [(order[0], None)]
+        else:
+            plan = [
+                (
+                    mid,
+                    np.concatenate(
+                        [
+                            np.arange(starts[b], starts[b + 1])
+                            for b in range(len(names_all))
+                            if served[b] == mid
+                        ]
+                    ),
+                )
+                for mid in order
+            ]
+        fallback_rows: list[npt.NDArray[np.intp]] = []
+        for model_id, rows in plan:
+            x = matrix(model_id, rows)
+            bad = self._predict_x(
+                model_id, self.model(model_id), x, rows, n, out, None, symbol_at, labels
+            )
+            if bad is not None:
+                fallback_rows.append(bad)
+        if fallback_rows:
+            rows = np.concatenate(fallback_rows)
+            universal = self.universal_id
+            x = matrix(universal, rows)
+            self._predict_x(
+                universal, self.model(universal), x, rows, n, out, None, symbol_at, labels
+            )
+        return [out[starts[b] : starts[b + 1]] for b in range(len(names_all))]

@@ -27,6 +27,11 @@ this is plainly "scale all weights down proportionally". The targets never excee
 Execution (the engines' job): the target decided at the close of bar ``t`` is traded at the
 open of the symbol's next bar ``t+1``, sized from the portfolio value at the close of ``t``
 (``units = w * value / close[t]``), with the asset class's fees and slippage.
+
+Implementation: :func:`target_weights` and :func:`limit_gross` run numba kernels that repeat
+the pure-Python rules (:class:`PolicyState`, :class:`GrossLimiter`, kept for live use) with the
+same floating-point operations in the same order (sums left to right, as Python 3.11's ``sum``;
+``min``/``max`` with Python's tie and NaN behaviour), so both give bit-identical weights.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from numba import njit
 
 from modelyard.config.schema import PolicyConfig
 from modelyard.errors import ConfigError
@@ -83,23 +89,51 @@ def _step(
     return 0, 0.0
 
 
+@njit(cache=True, nogil=True)
+def _target_weights_nb(
+    values: FloatArray, entry: float, exit_: float, scale: float, cap: float, long_short: bool
+) -> FloatArray:  # pragma: no cover - compiled
+    """:func:`_step` over a whole series (same operations, same order)."""
+    out = np.empty(values.shape[0], dtype=np.float64)
+    state = 0
+    for i in range(values.shape[0]):
+        p = values[i]
+        if np.isnan(p):
+            state = 0
+            out[i] = 0.0
+            continue
+        if (state == 1 and not p > exit_) or (state == -1 and not p < -exit_):
+            state = 0
+        if state == 0:
+            if p > entry:
+                state = 1
+            elif long_short and p < -entry:
+                state = -1
+        if state == 1:
+            w = scale * p
+            out[i] = cap if cap < w else w  # Python's min(w, cap)
+        elif state == -1:
+            w = scale * p
+            out[i] = -cap if -cap > w else w  # Python's max(w, -cap)
+        else:
+            out[i] = 0.0
+    return out
+
+
 def target_weights(pred: npt.ArrayLike, policy: PolicyConfig) -> FloatArray:
     """Target weights of one symbol over time (rules 1-5); float64, same length as ``pred``."""
     _check(policy)
-    values = np.asarray(pred, dtype=np.float64)
+    values = np.ascontiguousarray(np.asarray(pred, dtype=np.float64))
     if values.ndim != 1:
         raise ValueError(f"pred must be 1-D, got shape {values.shape}")
-    out = np.empty(values.shape[0], dtype=np.float64)
-    state = 0
-    args = (
-        policy.entry_threshold,
-        policy.exit_threshold,
-        policy.scale,
-        policy.cap,
-        policy.long_short,
+    out: FloatArray = _target_weights_nb(
+        values,
+        float(policy.entry_threshold),
+        float(policy.exit_threshold),
+        float(policy.scale),
+        float(policy.cap),
+        bool(policy.long_short),
     )
-    for i, p in enumerate(values.tolist()):
-        state, out[i] = _step(state, p, *args)
     return out
 
 
@@ -159,6 +193,42 @@ class GrossLimiter:
         return out
 
 
+@njit(cache=True, nogil=True)
+def _limit_gross_nb(
+    values: FloatArray,
+    sym: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    n_symbols: int,
+    max_gross: float,
+) -> None:  # pragma: no cover - compiled
+    """:meth:`GrossLimiter.step` at every step ``values[starts[k]:starts[k + 1]]`` (in place;
+    ``sym`` = the symbol of each event). Same sums in the same order as the Python class."""
+    held = np.zeros(n_symbols, dtype=np.float64)
+    trading = np.zeros(n_symbols, dtype=np.bool_)
+    for k in range(starts.shape[0] - 1):
+        start = starts[k]
+        stop = starts[k + 1]
+        inside = 0.0
+        for e in range(start, stop):
+            inside += abs(values[e])
+            trading[sym[e]] = True
+        outside = 0.0
+        for j in range(n_symbols):
+            if not trading[j]:
+                outside += abs(held[j])
+        total = inside + outside
+        if total > max_gross and inside > 0.0:
+            budget = max_gross - (total - inside)
+            if budget < 0.0:  # Python's max(budget, 0.0)
+                budget = 0.0
+            factor = budget / inside
+            for e in range(start, stop):
+                values[e] = values[e] * factor
+        for e in range(start, stop):
+            held[sym[e]] = values[e]
+            trading[sym[e]] = False
+
+
 def limit_gross(
     weights: Mapping[str, pd.Series], max_gross: float = DEFAULT_MAX_GROSS
 ) -> dict[str, pd.Series]:
@@ -167,37 +237,35 @@ def limit_gross(
     Each series is indexed by its own bar timestamps; the result has the same indexes.
     """
     symbols = list(weights)
-    limiter = GrossLimiter(len(symbols), max_gross)
-    caps_ok = False
+    GrossLimiter(len(symbols), max_gross)  # validates max_gross
     arrays = {s: np.asarray(weights[s], dtype=np.float64).copy() for s in symbols}
     # Fast path: no step can break the limit when the sum of the largest |w| stays below it.
-    if sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values()) <= max_gross:
-        caps_ok = True
-    if not caps_ok:
-        frames = [
-            pd.DataFrame(
-                {"sym": i, "pos": np.arange(len(weights[s]))},
-                index=pd.DatetimeIndex(weights[s].index).as_unit("ns"),
-            )
-            for i, s in enumerate(symbols)
-        ]
-        events = pd.concat(frames).sort_index(kind="stable")
-        stamps = pd.DatetimeIndex(events.index).asi8
-        sym = events["sym"].to_numpy()
-        pos = events["pos"].to_numpy()
-        n = len(stamps)
-        start = 0
-        while start < n:
-            stop = start + 1
-            while stop < n and stamps[stop] == stamps[start]:
-                stop += 1
-            trading = sym[start:stop].tolist()
-            rows = pos[start:stop].tolist()
-            w = [float(arrays[symbols[i]][r]) for i, r in zip(trading, rows, strict=True)]
-            limited = limiter.step(trading, w)
-            for i, r, value in zip(trading, rows, limited, strict=True):
-                arrays[symbols[i]][r] = value
-            start = stop
+    if not sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values()) <= max_gross:
+        lengths = [len(arrays[s]) for s in symbols]
+        stamps = np.concatenate(
+            [pd.DatetimeIndex(weights[s].index).as_unit("ns").asi8 for s in symbols]
+            or [np.empty(0, dtype=np.int64)]
+        )
+        # pandas' stable sort_index: NaT last, ties in (symbol, bar) order
+        nat = stamps == np.iinfo(np.int64).min
+        if nat.any():
+            valid = np.flatnonzero(~nat)
+            order = np.r_[valid[np.argsort(stamps[valid], kind="stable")], np.flatnonzero(nat)]
+        else:
+            order = np.argsort(stamps, kind="stable")
+        sorted_stamps = stamps[order]
+        n = len(sorted_stamps)
+        if n:
+            starts = np.flatnonzero(np.r_[True, sorted_stamps[1:] != sorted_stamps[:-1]])
+            bounds = np.r_[starts, n].astype(np.int64)
+            sym = np.repeat(np.arange(len(symbols), dtype=np.int64), lengths)[order]
+            values = np.concatenate([arrays[s] for s in symbols])[order]
+            _limit_gross_nb(values, sym, bounds, len(symbols), float(max_gross))
+            flat = np.empty_like(values)
+            flat[order] = values
+            edges = np.cumsum([0, *lengths])
+            for i, s in enumerate(symbols):
+                arrays[s] = flat[edges[i] : edges[i + 1]]
     return {
         s: pd.Series(arrays[s], index=weights[s].index, name="weight", dtype=np.float64)
         for s in symbols

@@ -2,8 +2,9 @@
 
 :func:`predict_history` computes each symbol's features with the vectorized
 :func:`~modelyard.models.features.compute` for the spec of the model that serves it (plus the
-universal model's spec, which a contract fallback needs), stacks every symbol into one frame
-and calls :meth:`AssetSpecificModelRouter.predict_frame` once: one batched inference per model.
+universal model's spec, which a contract fallback needs) and passes every symbol's feature
+columns to :meth:`AssetSpecificModelRouter.predict_arrays` at once: one batched inference per
+model, each model's matrix built directly in its dtype (no stacked frame).
 Rows whose served-model features are not all finite (the warm-up) get a NaN prediction, which
 the policy turns into "flat".
 
@@ -67,7 +68,8 @@ def predict_history(
     """Predictions (float64, NaN in warm-up) per symbol on its own bar index, and the routes."""
     decisions = [router.route(symbol) for symbol in bars]
     universal = router.universal_id
-    blocks: list[pd.DataFrame] = []
+    universal_names = _feature_names(router.config, universal)
+    blocks: list[dict[str, np.ndarray]] = []
     keep_masks: dict[str, np.ndarray] = {}
     for decision in decisions:
         symbol = decision.symbol
@@ -75,36 +77,26 @@ def predict_history(
         spec_names = [router.registry.spec(decision.model_id).spec]
         if decision.model_id != universal:
             spec_names.append(router.registry.spec(universal).spec)
-        feats: pd.DataFrame | None = None
+        columns: dict[str, np.ndarray] = {}
         for name in dict.fromkeys(spec_names):
             part = compute(frame, spec_for(name))
-            if feats is None:
-                feats = part
-            else:
-                extra = [c for c in part.columns if c not in feats.columns]
-                feats = pd.concat([feats, part[extra]], axis=1)
-        assert feats is not None
-        served = list(_feature_names(router.config, decision.model_id))
-        keep = np.isfinite(feats[served].to_numpy(dtype=np.float64)).all(axis=1)
+            for column in part.columns:
+                if column not in columns:
+                    columns[column] = part[column].to_numpy()
+        served = _feature_names(router.config, decision.model_id)
+        keep = np.ones(len(frame), dtype=bool)
+        for column in served:
+            keep &= np.isfinite(np.asarray(columns[column], dtype=np.float64))
         keep_masks[symbol] = keep
-        block = feats[keep].reset_index(drop=True)
-        block.insert(0, "symbol", symbol)
-        blocks.append(block)
+        needed = dict.fromkeys((*served, *universal_names))
+        blocks.append({c: columns[c][keep] for c in needed if c in columns})
+    values = router.predict_arrays(list(keep_masks), blocks)
     predictions: dict[str, pd.Series] = {}
-    stacked = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame()
-    values = (
-        np.asarray(router.predict_frame(stacked), dtype=np.float64)
-        if len(stacked)
-        else np.empty(0, dtype=np.float64)
-    )
-    offset = 0
-    for symbol, keep in keep_masks.items():
+    for (symbol, keep), pred in zip(keep_masks.items(), values, strict=True):
         out = np.full(len(keep), np.nan, dtype=np.float64)
-        n = int(keep.sum())
-        out[keep] = values[offset : offset + n]
-        offset += n
+        out[keep] = pred
         predictions[symbol] = pd.Series(out, index=bars[symbol].index, name="prediction")
-        log.debug("%s: %d predictions, %d warm-up rows", symbol, n, len(keep) - n)
+        log.debug("%s: %d predictions, %d warm-up rows", symbol, len(pred), len(keep) - len(pred))
     return predictions, decisions
 
 

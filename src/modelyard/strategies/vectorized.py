@@ -30,16 +30,19 @@ Agreement with Backtrader (tests/integration/test_engine_parity.py): same orders
 side), sizes equal to 1e-9 relative, equity to 1e-9 relative at every bar; measured
 differences are floating-point noise (sizes <= 1.1e-10 relative, equity <= 7e-15).
 
+Tied orders in one step agree too: both engines submit sells first, sorted by the order's
+notional, and both compute it as vectorbt does, ``w * value - position * close``
+(``routed.plan_orders`` is keyed exactly like vectorbt's ``call_seq="auto"``), so two orders of
+mathematically equal notional (two symbols entering at their cap from flat at the same bar)
+tie exactly in both and keep column (data) order; when cash cannot cover both, both engines
+reject the same one.
+
+vectorbt gets the union timeline as a naive (UTC) index: with a tz-aware index its ``value()``
+goes through ``Timestamp`` objects, slowly. Nothing tz-naive leaves this module:
+:meth:`Simulation.equity` and :meth:`Simulation.orders` label rows with the layout's UTC index.
+
 Inherent differences left:
 
-* **Tied orders in one step.** Both engines submit sells first, sorted by the order's notional.
-  When two orders have the same notional mathematically (two symbols entering at their cap from
-  flat at the same bar), the order between them is decided by rounding: vectorbt computes
-  ``w * value - position * close`` (exact tie -> column order), ``routed.plan_orders`` computes
-  ``(w * value / close - position) * close`` (last-bit noise). It only matters when cash cannot
-  cover both: then each engine rejects a different one (seen once, BTC/USD + ETH/USD
-  asset-specific, 2018-03-15). With ``plan_orders`` keyed like vectorbt the runs agree exactly
-  (tested); the order-queue callbacks here already use vectorbt's rounding.
 * ``min_size`` and vectorbt's cash check compare with a 1e-9 relative tolerance
   (``is_less_nb``), Backtrader exactly: an order within 1e-9 relative of 1e-6 units, or of the
   cash left, could be kept by one engine and dropped by the other (not seen on bundled data).
@@ -218,7 +221,9 @@ def simulate(
         names=["variant", "asset_class", "symbol"],
     )
     tile = np.tile(np.asarray(order, dtype=np.intp), len(variants))
-    close = pd.DataFrame(layout.close[:, tile], index=layout.index, columns=columns)
+    # naive UTC for vectorbt (module docstring); results are relabelled with layout.index
+    naive = pd.DatetimeIndex(layout.index).tz_convert(None)
+    close = pd.DataFrame(layout.close[:, tile], index=naive, columns=columns)
     fees = np.array([setups[j].costs.fees for j in tile], dtype=np.float64)
     slippage = np.array([setups[j].costs.slippage for j in tile], dtype=np.float64)
     group_by = _LEVELS[grouping]
