@@ -174,6 +174,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from modelyard.strategies.compare import compare
 
     symbols = _split_symbols(args.symbols) if args.symbols is not None else None
+    if args.workers is not None and args.executor not in ("processes", "dask"):
+        sys.stderr.write(
+            f"modelyard: error: --workers sizes --executor processes or dask; not {args.executor}\n"
+        )
+        return 2
     progress = _StageProgress(enabled=not args.json)
     try:
         comparison = compare(
@@ -183,6 +188,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             timeframe=args.timeframe,
             cash=args.cash,
             config=args.config,
+            executor=args.executor,
+            workers=args.workers,
             progress=progress,
         )
     finally:
@@ -194,8 +201,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     write_comparison(comparison, out, overwrite=args.out is not None, document=document)
     if args.json:
         sys.stdout.write(json.dumps({"out": str(out), **document}, indent=2) + "\n")
-        return 0
-    _print_tables(comparison, out)
+    else:
+        _print_tables(comparison, out)
+    return _report_failures(comparison)
+
+
+def _report_failures(comparison: Comparison) -> int:
+    """Failed shards on stderr, one line each; exit code 1 when there are any."""
+    for failure in comparison.failures:
+        sys.stderr.write(f"modelyard: {failure.describe()}\n")
+    if comparison.failures:
+        missing = sum(len(f.symbols) for f in comparison.failures)
+        sys.stderr.write(
+            f"modelyard: {len(comparison.failures)} shard(s) failed; the report leaves out or "
+            f"lacks the per-symbol rows of {missing} symbol(s)\n"
+        )
+        return 1
     return 0
 
 
@@ -206,6 +227,27 @@ def _positive_cash(text: str) -> float:
         raise argparse.ArgumentTypeError(f"--cash {text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"--cash must be > 0, got {text}")
+    return value
+
+
+def _executor(text: str) -> str:
+    from modelyard.scale.executors import EXECUTOR_NAMES
+
+    if text in EXECUTOR_NAMES or "://" in text:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"--executor {text!r}: use {', '.join(EXECUTOR_NAMES)} or a scheduler address such as "
+        "tcp://HEAD:8786"
+    )
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers {text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be >= 1, got {text}")
     return value
 
 
@@ -238,6 +280,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--out", default=None, help="output folder (default results/compare-<UTC timestamp>)"
     )
     parser.add_argument("--json", action="store_true", help="print the comparison JSON to stdout")
+    parser.add_argument(
+        "--executor",
+        type=_executor,
+        default="serial",
+        metavar="serial|processes|dask|tcp://HOST:PORT",
+        help="where the per-symbol shards run: here (serial, the default), a local process "
+        "pool, a local Dask cluster, or the Dask scheduler at that address; the results are "
+        "the same to the last bit",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="processes of the pool or local cluster (default: the number of CPUs)",
+    )
     _common(parser)
     parser.set_defaults(handler=cmd_compare)
     return parser

@@ -19,13 +19,18 @@ compares the predictions with the realised forward log return over the serving m
 horizon (:func:`~modelyard.models.features.compute_target`), on rows where both are finite;
 class and portfolio rows pool their symbols' rows.
 
-The work is split into per-variant and per-level pure steps (:func:`variant_signals`,
-:func:`~modelyard.strategies.vectorized.simulate`) so that a later executor can shard it;
-``executor`` only accepts ``None`` for now.
+Where it runs (``executor``, :mod:`modelyard.scale`): the per-symbol work is split into shards
+of symbols, each two pure functions (:mod:`~modelyard.scale.shards`): features, predictions,
+the policy's weights and the quality metrics; then, once the driver has applied the gross
+limit across every symbol, each symbol's standalone account (curve and statistics). The
+portfolio and class accounts share cash across symbols, so they are simulated here in the
+driver from the gathered pieces. Pieces are combined in symbol order, so the result is the
+same to the last bit serially, on a process pool or on a Dask cluster, for any shard size.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -39,12 +44,28 @@ import pandas as pd
 
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError, InvalidSymbolError
-from modelyard.models.features import compute_target
 from modelyard.models.metrics import metrics
 from modelyard.routing.router import AssetSpecificModelRouter
-from modelyard.strategies._vbt_layout import build_layout
+from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, shard_size_for
+from modelyard.scale.shards import (
+    RunParams,
+    ShardFailure,
+    ShardHook,
+    SignalsPiece,
+    SignalsTask,
+    StandalonePiece,
+    StandaloneTask,
+    config_key,
+    layout_columns,
+    local_routing,
+    on_index,
+    run_signals,
+    signals_shard,
+    standalone_shard,
+)
+from modelyard.strategies._vbt_layout import Layout, build_layout
 from modelyard.strategies.backtest import DEFAULT_SYMBOLS, TimeLike
-from modelyard.strategies.policy import DEFAULT_MAX_GROSS
+from modelyard.strategies.policy import DEFAULT_MAX_GROSS, limit_gross
 from modelyard.strategies.results import Result
 from modelyard.strategies.signals import SymbolSetup, symbol_setups
 from modelyard.strategies.vectorized import (
@@ -52,13 +73,13 @@ from modelyard.strategies.vectorized import (
     VARIANT_FLAGS,
     Simulation,
     VariantSignals,
+    choose_engine,
     load_inputs,
     result_of,
     simulate,
-    variant_signals,
 )
 
-__all__ = ["TABLE_COLUMNS", "VARIANTS", "Comparison", "compare"]
+__all__ = ["TABLE_COLUMNS", "VARIANTS", "Comparison", "ShardFailure", "compare"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +120,9 @@ class Comparison:
     predictions_sha256: dict[str, str]
     results: dict[str, Result]
     config: dict[str, object]
+    #: shards that failed (their symbols are missing, see :class:`ShardFailure`); empty when
+    #: every shard succeeded
+    failures: tuple[ShardFailure, ...] = ()
 
 
 def _canonical(
@@ -138,11 +162,6 @@ def _quality(
     return {"ic": m.ic, "rank_ic": m.rank_ic, "hit_rate": m.hit_rate}
 
 
-def _on(index: pd.Index, equity: pd.Series) -> pd.Series:
-    """``equity`` restricted to the steps of ``index`` (the account cannot change elsewhere)."""
-    return equity.loc[pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns")].rename("equity")
-
-
 def compare(
     symbols: Sequence[str] | None = None,
     *,
@@ -154,18 +173,29 @@ def compare(
     bars: Mapping[str, pd.DataFrame] | None = None,
     max_gross: float = DEFAULT_MAX_GROSS,
     executor: object | None = None,
+    workers: int | None = None,
+    shard_size: int | None = None,
+    retries: int = DEFAULT_RETRIES,
     progress: Progress | None = None,
+    _shard_hook: ShardHook | None = None,
 ) -> Comparison:
     """Compare universal and asset-specific routing (module docstring).
 
     ``symbols=None`` is the bundled default universe; ``bars`` (symbol -> frame) replaces the
-    bundled bars. ``progress(stage, done, total)`` reports the stages ``signals``,
-    ``simulate`` and ``stats``. A symbol without bars raises :class:`DataError` naming it.
+    bundled bars. A symbol without bars raises :class:`DataError` naming it.
+
+    ``executor`` says where the per-symbol shards run (:func:`~modelyard.scale.resolve_executor`:
+    None or ``"serial"``, ``"processes"``, ``"dask"``, ``"tcp://host:port"``, a
+    ``concurrent.futures.Executor`` or a ``distributed.Client``); ``workers`` sizes the pool or
+    cluster that ``"processes"`` / ``"dask"`` start. ``shard_size`` symbols per shard (default:
+    all of them when serial, else ``ceil(n / (2 * workers))``). A shard whose worker dies is
+    retried up to ``retries`` times. A shard that fails for a modelyard reason is listed in
+    :attr:`Comparison.failures` with its symbols and the rest is returned. The result does not
+    depend on the executor or the shard size, to the last bit.
+
+    ``progress(stage, done, total)`` reports the stages ``signals`` and ``standalone`` (shards
+    done / total), ``simulate`` and ``stats``. ``_shard_hook`` is for tests only.
     """
-    if executor is not None:
-        raise ValueError(
-            "executor is reserved for distributed runs and not supported yet; pass executor=None"
-        )
     started = time.perf_counter()
     cfg = config if isinstance(config, AssetsConfig) else load_config(config)
     raw = [s.strip() for s in (DEFAULT_SYMBOLS if symbols is None else symbols)]
@@ -176,104 +206,118 @@ def compare(
         canon, config=cfg, bars=given, start=start, end=end, timeframe=timeframe, cash=cash
     )
     report = progress or (lambda stage, done, total: None)
-
-    signals: dict[str, VariantSignals] = {}
-    setups: list[SymbolSetup] = []
-    for k, variant in enumerate(VARIANTS):
-        report("signals", k, len(VARIANTS))
-        router = AssetSpecificModelRouter(cfg, asset_specific=VARIANT_FLAGS[variant])
-        setups = symbol_setups(router, names)
-        signals[variant] = variant_signals(router, data, setups, max_gross=max_gross)
-    report("signals", len(VARIANTS), len(VARIANTS))
-    classes = {s.symbol: s.asset_class for s in setups}
-    layout = build_layout(data, names)
-    weights = {v: signals[v].weights for v in VARIANTS}
-    sims: dict[str, Simulation] = {}
-    for k, grouping in enumerate(GROUPINGS):
-        report("simulate", k, 3)
-        sims[grouping] = simulate(layout, setups, weights, cash=cash, grouping=grouping)
-    report("simulate", 3, 3)
-    engine = sims["portfolio"].engine
-    run: dict[str, Any] = {
-        "engine": "vectorbt",
-        "vectorbt_engine": engine,
-        "symbols": names,
-        "start": str(layout.index[0]),
-        "end": str(layout.index[-1]),
-        "timeframe": timeframe,
-        "cash": float(cash),
-        "max_gross": float(max_gross),
-        "variants": list(VARIANTS),
-    }
-
-    horizons = {m: cfg.models[m].horizon for v in VARIANTS for m in _models(signals[v])}
-    targets = {
-        (s, m): compute_target(data[s], h).to_numpy(np.float64)
-        for s in names
-        for m, h in horizons.items()
-    }
-    rows: list[dict[str, Any]] = []
-    results: dict[str, Result] = {}
-    equity: dict[str, pd.Series] = {}
-    symbol_equity: dict[tuple[str, str], pd.Series] = {}
-    class_equity: dict[tuple[str, str], pd.Series] = {}
-    class_curves = sims["class"].equity()
-    symbol_curves = sims["symbol"].equity()
-    members = {c: [s for s in names if classes[s] == c] for c in dict.fromkeys(classes.values())}
-    steps = len(VARIANTS) * (1 + len(members) + len(names))
-    done = 0
-    for variant in VARIANTS:
-        sig = signals[variant]
-        model = {d.symbol: d.model_id for d in sig.decisions}
-        res = result_of(
-            sims["portfolio"],
-            variant,
-            data,
-            setups,
-            routes=sig.decisions,
-            config={**run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
+    params = RunParams(cfg, config_key(cfg), VARIANTS, float(max_gross), float(cash), _shard_hook)
+    with resolve_executor(executor, workers=workers, retries=retries) as runner:
+        size = shard_size_for(len(names), runner.workers, shard_size)
+        shards = [tuple(names[k : k + size]) for k in range(0, len(names), size)]
+        log.info(
+            "compare: %d symbols in %d shard(s) of <= %d on %s",
+            len(names),
+            len(shards),
+            size,
+            runner.describe(),
         )
-        results[variant] = Result(
-            equity=res.equity,
-            orders=res.orders,
-            trades=res.trades,
-            stats=res.stats,
-            routes=res.routes,
-            config={"run": res.config["run"], "assets": cfg.model_dump(mode="json")},
+        local = local_routing(cfg) if runner.in_process and runner.kind == "serial" else None
+        run_a = signals_shard if local is None else functools.partial(_signals_with, local)
+        report("signals", 0, len(shards))
+        outcome = runner.map(
+            run_a,
+            [
+                ({s: data[s] for s in part}, SignalsTask(i, part, params))
+                for i, part in enumerate(shards)
+            ],
+            name="signals",
+            done=lambda done, total: report("signals", done, total),
         )
-        equity[variant] = results[variant].equity
-        rows.append(_row("portfolio", "portfolio", variant, res, sig, names, targets, model))
-        done += 1
-        report("stats", done, steps)
-        fills = sims["class"].orders(variant=variant)
-        single = sims["symbol"].orders(variant=variant)
-        alone = {s: part for s, part in single.groupby("symbol", sort=False)}
-        alone.update({s: single.iloc[:0] for s in names if s not in alone})
-        for cls, syms in members.items():
-            index = pd.DatetimeIndex(
-                np.unique(
-                    np.concatenate(
-                        [pd.DatetimeIndex(data[s].index).as_unit("ns").asi8 for s in syms]
-                    )
+        failures = [_as_failure(shards[i], i, "signals", r) for i, r in enumerate(outcome)]
+        pieces = [r for r in outcome if isinstance(r, SignalsPiece)]
+        lost = {s for f in failures if f is not None for s in f.symbols}
+        names = [s for s in names if s not in lost]
+        if not names:
+            raise DataError(
+                "every shard failed: " + "; ".join(f.describe() for f in failures if f is not None)
+            )
+        data = {s: data[s] for s in names}
+        setups = symbol_setups(AssetSpecificModelRouter(cfg, asset_specific=False), names)
+        classes = {s.symbol: s.asset_class for s in setups}
+        layout = build_layout(data, names)
+        engine = choose_engine(layout, setups)
+        setup_of = {s.symbol: s for s in setups}
+        kept = [
+            (i, p)
+            for i, part in enumerate(shards)
+            if (p := tuple(s for s in part if s not in lost))
+        ]
+        report("standalone", 0, len(VARIANTS) * len(kept))
+        signals: dict[str, VariantSignals] = {}
+        batches = []
+        for variant in VARIANTS:
+            # the gross limit couples every symbol; one variant's standalone shards start on
+            # the workers while this process limits the next variant
+            signals[variant] = _variant_signals(variant, pieces, names, max_gross)
+            calls = [
+                (
+                    {s: data[s] for s in part},
+                    StandaloneTask(
+                        i,
+                        part,
+                        tuple(setup_of[s] for s in part),
+                        layout_columns(layout, part),
+                        {variant: {s: signals[variant].weights[s] for s in part}},
+                        engine,
+                        params,
+                    ),
                 )
-            ).tz_localize("UTC")
-            curve = _on(index, class_curves[(variant, cls)])
-            class_equity[(variant, cls)] = curve
-            part = result_of(
-                sims["class"], variant, data, setups, equity=curve, symbols=syms, orders=fills
-            )
-            rows.append(_row("class", cls, variant, part, sig, syms, targets, model))
-            done += 1
-            report("stats", done, steps)
+                for i, part in kept
+            ]
+            batches.append(runner.start(standalone_shard, calls, name=f"standalone-{variant}"))
+        weights = {v: signals[v].weights for v in VARIANTS}
+        # the workers run the standalone accounts while this process runs the shared ones
+        driver = _shared_accounts(
+            cfg,
+            data,
+            names,
+            setups,
+            layout,
+            weights,
+            engine,
+            signals,
+            pieces,
+            _run_config(layout, names, engine, timeframe, cash, max_gross),
+            report,
+        )
+        alone: list[object] = []
+        total = len(VARIANTS) * len(kept)
+        for batch in batches:
+            offset = len(alone)
+
+            def done(n: int, _: int, offset: int = offset) -> None:
+                report("standalone", offset + n, total)
+
+            alone += batch.gather(done)
+    failures += [
+        _as_failure(part, i, "standalone", r)
+        for (i, part), r in zip(kept * len(VARIANTS), alone, strict=True)
+    ]
+    rows = driver.rows
+    symbol_equity: dict[tuple[str, str], pd.Series] = {}
+    symbol_stats: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for piece in alone:
+        if isinstance(piece, StandalonePiece):
+            symbol_equity.update(piece.equity)
+            symbol_stats.update(piece.stats)
+    quality = {v: {s: q for p in pieces for s, q in p.quality[v].items()} for v in VARIANTS}
+    for variant in VARIANTS:
+        model = {d.symbol: d.model_id for d in signals[variant].decisions}
         for s in names:
-            curve = _on(data[s].index, symbol_curves[(variant, classes[s], s)])
-            symbol_equity[(variant, s)] = curve
-            part = result_of(
-                sims["symbol"], variant, data, setups, equity=curve, symbols=[s], orders=alone[s]
-            )
-            rows.append(_row("symbol", s, variant, part, sig, [s], targets, model))
-            done += 1
-            report("stats", done, steps)
+            if (variant, s) in symbol_stats:
+                stats = symbol_stats[(variant, s)]
+                rows.append(_row("symbol", s, variant, stats, quality[variant][s], model, [s]))
+    symbol_equity = {
+        (v, s): symbol_equity[(v, s)] for v in VARIANTS for s in names if (v, s) in symbol_equity
+    }
+    run = driver.run
+    equity, class_equity, results = driver.equity, driver.class_equity, driver.results
     order = {"portfolio": 0, "class": 1, "symbol": 2}
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     table = table.sort_values(
@@ -281,12 +325,16 @@ def compare(
         key=lambda col: col.map(order) if col.name == "level" else col.map(VARIANTS.index),
         kind="stable",
     ).reset_index(drop=True)
+    found = tuple(f for f in failures if f is not None)
+    for failure in found:
+        log.warning("compare: %s", failure.describe())
     log.info(
-        "compare: %d symbols x %d steps, 2 variants in %.2fs (%s)",
+        "compare: %d symbols x %d steps, 2 variants in %.2fs (%s)%s",
         len(names),
         len(layout.index),
         time.perf_counter() - started,
         engine,
+        f", {len(found)} failed shard(s)" if found else "",
     )
     return Comparison(
         variants=VARIANTS,
@@ -300,7 +348,147 @@ def compare(
         predictions_sha256={v: _predictions_sha256(signals[v], names) for v in VARIANTS},
         results=results,
         config=run,
+        failures=found,
     )
+
+
+def _signals_with(
+    routing: Any, bars: Mapping[str, pd.DataFrame], task: SignalsTask
+) -> SignalsPiece | ShardFailure:
+    return run_signals(bars, task, routing)
+
+
+def _as_failure(
+    symbols: tuple[str, ...], shard: int, stage: str, outcome: object
+) -> ShardFailure | None:
+    if isinstance(outcome, ShardFailure):
+        return outcome
+    if isinstance(outcome, WorkerLost):
+        return ShardFailure(shard, symbols, stage, "WorkerLost", outcome.message, outcome.attempts)
+    return None
+
+
+def _variant_signals(
+    variant: str, pieces: Sequence[SignalsPiece], names: Sequence[str], max_gross: float
+) -> VariantSignals:
+    """One variant's pieces in symbol order, then the gross limit across every symbol (this
+    is :func:`~modelyard.strategies.signals.target_weight_history` on the whole universe)."""
+    preds = {s: p.predictions[variant][s] for p in pieces for s in p.symbols}
+    raw = {s: p.raw_weights[variant][s] for p in pieces for s in p.symbols}
+    decisions = {d.symbol: d for p in pieces for d in p.decisions[variant]}
+    return VariantSignals(
+        variant,
+        {s: preds[s] for s in names},
+        limit_gross({s: raw[s] for s in names}, max_gross),
+        [decisions[s] for s in names],
+    )
+
+
+def _run_config(
+    layout: Layout, names: Sequence[str], engine: str, timeframe: str, cash: float, max_gross: float
+) -> dict[str, Any]:
+    return {
+        "engine": "vectorbt",
+        "vectorbt_engine": engine,
+        "symbols": list(names),
+        "start": str(layout.index[0]),
+        "end": str(layout.index[-1]),
+        "timeframe": timeframe,
+        "cash": float(cash),
+        "max_gross": float(max_gross),
+        "variants": list(VARIANTS),
+    }
+
+
+@dataclass
+class _Shared:
+    """The accounts that share cash across symbols (portfolio, class), from the driver."""
+
+    run: dict[str, Any]
+    rows: list[dict[str, Any]]
+    results: dict[str, Result]
+    equity: dict[str, pd.Series]
+    class_equity: dict[tuple[str, str], pd.Series]
+
+
+def _shared_accounts(
+    cfg: AssetsConfig,
+    data: Mapping[str, pd.DataFrame],
+    names: Sequence[str],
+    setups: Sequence[SymbolSetup],
+    layout: Layout,
+    weights: Mapping[str, Mapping[str, pd.Series]],
+    engine: str,
+    signals: Mapping[str, VariantSignals],
+    pieces: Sequence[SignalsPiece],
+    run: dict[str, Any],
+    report: Progress,
+) -> _Shared:
+    """Portfolio and class accounts (they need every symbol), their rows and curves."""
+    classes = {s.symbol: s.asset_class for s in setups}
+    sims: dict[str, Simulation] = {}
+    for k, grouping in enumerate(GROUPINGS[:2]):
+        report("simulate", k, 2)
+        sims[grouping] = simulate(
+            layout, setups, weights, cash=run["cash"], grouping=grouping, engine=engine
+        )
+    report("simulate", 2, 2)
+    horizons = {m: cfg.models[m].horizon for v in VARIANTS for m in _models(signals[v])}
+    targets = {
+        (s, m): target
+        for piece in pieces
+        for s in piece.symbols
+        for m, h in horizons.items()
+        if (target := piece.targets.get((s, h))) is not None
+    }
+    out = _Shared(run, [], {}, {}, {})
+    class_curves = sims["class"].equity()
+    members = {c: [s for s in names if classes[s] == c] for c in dict.fromkeys(classes.values())}
+    steps = len(VARIANTS) * (1 + len(members))
+    done = 0
+    for variant in VARIANTS:
+        sig = signals[variant]
+        model = {d.symbol: d.model_id for d in sig.decisions}
+        res = result_of(
+            sims["portfolio"],
+            variant,
+            data,
+            setups,
+            routes=sig.decisions,
+            config={**run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
+        )
+        out.results[variant] = Result(
+            equity=res.equity,
+            orders=res.orders,
+            trades=res.trades,
+            stats=res.stats,
+            routes=res.routes,
+            config={"run": res.config["run"], "assets": cfg.model_dump(mode="json")},
+        )
+        out.equity[variant] = out.results[variant].equity
+        quality = _quality(sig, names, targets)
+        out.rows.append(_row("portfolio", "portfolio", variant, res.stats, quality, model, names))
+        done += 1
+        report("stats", done, steps)
+        fills = sims["class"].orders(variant=variant)
+        for cls, syms in members.items():
+            index = pd.DatetimeIndex(
+                np.unique(
+                    np.concatenate(
+                        [pd.DatetimeIndex(data[s].index).as_unit("ns").asi8 for s in syms]
+                    )
+                )
+            ).tz_localize("UTC")
+            curve = on_index(index, class_curves[(variant, cls)])
+            out.class_equity[(variant, cls)] = curve
+            part = result_of(
+                sims["class"], variant, data, setups, equity=curve, symbols=syms, orders=fills
+            )
+            quality = _quality(sig, syms, targets)
+            out.rows.append(_row("class", cls, variant, part.stats, quality, model, syms))
+            done += 1
+            report("stats", done, steps)
+    return out
 
 
 def _models(sig: VariantSignals) -> list[str]:
@@ -311,14 +499,11 @@ def _row(
     level: str,
     name: str,
     variant: str,
-    result: Result,
-    sig: VariantSignals,
-    names: Sequence[str],
-    targets: Mapping[tuple[str, str], np.ndarray],
+    stats: Mapping[str, Any],
+    quality: Mapping[str, float],
     model: Mapping[str, str],
+    names: Sequence[str],
 ) -> dict[str, Any]:
-    stats = result.stats
-    quality = _quality(sig, names, targets)
     return {
         "level": level,
         "name": name,

@@ -1,0 +1,190 @@
+"""Scale benchmark: ``compare()`` serially against a 2-worker local Dask cluster (and a pool).
+
+    python benchmarks/scale.py [--symbols 40] [--bars 20000] [--workers 2] [--repeat 3]
+
+On SYMBOLS x BARS synthetic hourly random walks (fixed seed; half crypto, half equities, one
+timeline) it times:
+
+* serial: ``compare(executor=None)`` in this process (numba compiled first, excluded);
+* dask cold: start ``local_cluster(n_workers=WORKERS)`` (tuned; warm-up of every worker) and
+  the first run on it, as a user meets it;
+* dask warm: later runs on the same cluster (median of REPEAT);
+* pool warm: the same on ``ProcessPoolExecutor(WORKERS)`` (forkserver, warmed);
+* per-shard overhead: a no-op shard through each executor (round trip), and a compare of
+  SYMBOLS x 300 bars with one-symbol shards against one shard per worker.
+
+Prints the speedups (goal: dask warm >= 1.6x serial on 2 cores), where the time goes (stages
+from the progress callback: the shards' stages against the driver's portfolio/class work) and
+checks that every run gives the serial tables exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelyard.scale import local_cluster, resolve_executor, warm_worker
+from modelyard.scale.executors import process_pool
+from modelyard.strategies.compare import Comparison, compare
+
+SEED = 20261130
+log = logging.getLogger("benchmarks.scale")
+
+
+def synthetic_bars(n_symbols: int, n_bars: int, seed: int = SEED) -> dict[str, pd.DataFrame]:
+    """Hourly random walks on one timeline; symbols alternate crypto / equity tickers."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2010-01-01", periods=n_bars, freq="1h", tz="UTC", name="timestamp")
+    out = {}
+    for j in range(n_symbols):
+        name = (
+            f"C{j:03d}/USD" if j % 2 == 0 else "E" + "".join(chr(65 + int(d)) for d in f"{j:03d}")
+        )
+        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n_bars)))
+        open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0.0, 0.001, n_bars))
+        high = np.maximum(open_, close) * (1.0 + rng.uniform(0.0, 0.005, n_bars))
+        low = np.minimum(open_, close) * (1.0 - rng.uniform(0.0, 0.005, n_bars))
+        volume = rng.lognormal(3.0, 1.0, n_bars) + 1.0
+        out[name] = pd.DataFrame(
+            {"open": open_, "high": high, "low": low, "close": close, "volume": volume},
+            index=index,
+        )
+    return out
+
+
+class Stages:
+    """Progress callback that keeps when each stage was last reported."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        self.last[stage] = time.perf_counter() - self.start
+
+    def split(self) -> str:
+        signals = self.last.get("signals", 0.0)
+        shared = self.last.get("stats", 0.0) - signals
+        rest = self.last.get("standalone", 0.0) - self.last.get("stats", 0.0)
+        return (
+            f"signals {signals:4.2f} s, then limit + portfolio/class in the driver {shared:4.2f} s"
+            f" (standalone shards alongside), then waiting for shards {max(rest, 0.0):4.2f} s"
+        )
+
+
+def timed(fn: Callable[[Stages], Comparison]) -> tuple[float, Comparison, Stages]:
+    stages = Stages()
+    started = time.perf_counter()
+    result = fn(stages)
+    return time.perf_counter() - started, result, stages
+
+
+def check_same(got: Comparison, want: Comparison) -> None:
+    pd.testing.assert_frame_equal(got.table, want.table, check_exact=True)
+    for key, curve in want.symbol_equity.items():
+        assert got.symbol_equity[key].to_numpy().tobytes() == curve.to_numpy().tobytes()
+    for key, curve in want.equity.items():
+        assert got.equity[key].to_numpy().tobytes() == curve.to_numpy().tobytes()
+
+
+def _noop() -> None:
+    return None
+
+
+def shard_overhead(executor: Any, n: int = 40) -> float:
+    """Seconds per no-op call through a runner on ``executor`` (after one warm-up round)."""
+    with resolve_executor(executor) as runner:
+        runner.map(_noop, [()] * 4, name="noop", done=lambda d, t: None)
+        started = time.perf_counter()
+        runner.map(_noop, [()] * n, name="noop", done=lambda d, t: None)
+        return (time.perf_counter() - started) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--symbols", type=int, default=40)
+    parser.add_argument("--bars", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for noisy in ("modelyard.feeds.quality", "modelyard.strategies.routed", "distributed"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+    bars = synthetic_bars(args.symbols, args.bars)
+    names = list(bars)
+    tiny = synthetic_bars(args.symbols, 300)
+
+    warm_worker()  # compile in this process too: serial times exclude numba's compile
+    compare(names, bars=tiny)
+    serial_runs = [
+        timed(lambda st: compare(names, bars=bars, progress=st)) for _ in range(args.repeat)
+    ]
+    serial = statistics.median(t for t, _, _ in serial_runs)
+    base = serial_runs[0][1]
+    print(f"{args.symbols} symbols x {args.bars:,} bars, 2 variants, {args.workers} workers")
+    print(f"  serial                        {serial:7.2f} s   ({serial_runs[-1][2].split()})")
+
+    started = time.perf_counter()
+    cluster = local_cluster(n_workers=args.workers)
+    startup = time.perf_counter() - started
+    from distributed import Client
+
+    try:
+        with Client(cluster) as client:
+            first, got, _ = timed(
+                lambda st: compare(names, bars=bars, executor=client, progress=st)
+            )
+            check_same(got, base)
+            runs = [
+                timed(lambda st: compare(names, bars=bars, executor=client, progress=st))
+                for _ in range(args.repeat)
+            ]
+            for _, got, _ in runs:
+                check_same(got, base)
+            warm = statistics.median(t for t, _, _ in runs)
+            dask_noop = shard_overhead(client)
+            t1, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client, shard_size=1))
+            tw, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client))
+    finally:
+        cluster.close()
+    print(f"  dask cold: cluster + warm-up  {startup:7.2f} s")
+    print(f"             first run          {first:7.2f} s   (total {startup + first:.2f} s)")
+    print(f"  dask warm                     {warm:7.2f} s   ({runs[-1][2].split()})")
+    print(f"  speedup dask warm / serial    {serial / warm:7.2f} x   (goal >= 1.6)")
+    print(f"  speedup dask cold / serial    {serial / (startup + first):7.2f} x")
+
+    with process_pool(args.workers) as pool:
+        timed(lambda st: compare(names, bars=tiny, executor=pool))  # start + warm the processes
+        pool_runs = [
+            timed(lambda st: compare(names, bars=bars, executor=pool, progress=st))
+            for _ in range(args.repeat)
+        ]
+        for _, got, _ in pool_runs:
+            check_same(got, base)
+        pool_warm = statistics.median(t for t, _, _ in pool_runs)
+        pool_noop = shard_overhead(pool)
+    print(f"  pool warm                     {pool_warm:7.2f} s   ({pool_runs[-1][2].split()})")
+    print(f"  speedup pool warm / serial    {serial / pool_warm:7.2f} x")
+
+    n_shards = 2 * args.symbols  # two stages
+    default = 2 * min(2 * args.workers, args.symbols)
+    print("  per-shard overhead")
+    print(f"    no-op shard, dask           {dask_noop * 1e3:7.1f} ms")
+    print(f"    no-op shard, process pool   {pool_noop * 1e3:7.1f} ms")
+    print(
+        f"    {args.symbols} x 300 bars on dask: one-symbol shards {t1:.2f} s, default shards "
+        f"{tw:.2f} s -> {(t1 - tw) / (n_shards - default) * 1e3:.1f} ms per extra shard"
+    )
+    print("  every run gave the serial tables and curves exactly")
+
+
+if __name__ == "__main__":
+    main()

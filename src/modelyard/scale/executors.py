@@ -1,0 +1,415 @@
+"""Where the shards of a run execute: in the caller, on a process pool or on a Dask cluster.
+
+:func:`resolve_executor` turns what a user passes as ``executor`` into a :class:`Runner`:
+
+============================== ==========================================================
+``None`` or ``"serial"``       in this process, one shard after the other
+``"processes"``                a ``ProcessPoolExecutor`` of ``workers`` processes (forkserver
+                               start, each warmed by :func:`~modelyard.scale.shards.warm_worker`)
+``"dask"``                     a tuned local Dask cluster (:func:`~modelyard.scale.local_cluster`)
+``"tcp://host:port"``          the Dask scheduler at that address (any ``scheme://`` works)
+a ``concurrent.futures.Executor``  that executor (not shut down here)
+a ``distributed.Client``       that client (not closed here)
+============================== ==========================================================
+
+What the runner creates (pools, clusters, clients) it closes when its context exits; what the
+caller passed in stays open. :meth:`Runner.map` returns results in call order whatever the
+completion order, and retries a call whose worker died: Dask reschedules it itself
+(``retries=`` on submit for exceptions; the scheduler's ``allowed-failures``, default 3, when
+a worker dies running it). A ``concurrent.futures`` process pool breaks as a whole when one
+process dies (``BrokenProcessPool``) and every unfinished call fails with it, so those are
+resubmitted to a fresh pool of the same size; once a call has been caught in ``retries``
+breaks, the remaining calls run one at a time, so that a break names its call and a shard
+that kills its worker every time does not take the others down with it. A call that broke
+its pool more than ``retries`` times comes back as :class:`WorkerLost`; any other exception
+propagates.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import difflib
+import logging
+import multiprocessing
+import os
+import sys
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.errors import ConfigError
+
+__all__ = [
+    "EXECUTOR_NAMES",
+    "Batch",
+    "Runner",
+    "WorkerLost",
+    "gather_worker_state",
+    "resolve_executor",
+    "shard_size_for",
+]
+
+log = logging.getLogger(__name__)
+
+EXECUTOR_NAMES: tuple[str, ...] = ("serial", "processes", "dask")
+DEFAULT_RETRIES = 2
+Done = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class WorkerLost:
+    """A call whose worker died on every attempt."""
+
+    message: str
+    attempts: int
+
+
+def shard_size_for(n_symbols: int, workers: int, shard_size: int | None = None) -> int:
+    """``shard_size`` if given, else ``ceil(n / (2 * workers))`` (one shard when serial)."""
+    if shard_size is not None:
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive int, got {shard_size!r}")
+        return shard_size
+    if workers <= 1:
+        return max(n_symbols, 1)
+    return max(-(-n_symbols // (2 * workers)), 1)
+
+
+class Batch:
+    """Calls started by :meth:`Runner.start`; :meth:`gather` waits for them."""
+
+    def __init__(self, gather: Callable[[Done], list[Any]]) -> None:
+        self._gather = gather
+
+    def gather(self, done: Done) -> list[Any]:
+        """Results in call order (``done(finished, total)`` after each)."""
+        return self._gather(done)
+
+
+class Runner:
+    """Runs a pure function over calls; see the module docstring."""
+
+    kind = "serial"
+    #: True when calls run in this process (they may share its objects)
+    in_process = True
+
+    def __init__(self, workers: int = 1, retries: int = DEFAULT_RETRIES) -> None:
+        self.workers = workers
+        self.retries = retries
+
+    def start(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, name: str
+    ) -> Batch:
+        """Start ``fn(*call)`` for every call (a serial runner runs them in :meth:`Batch.gather`,
+        the others now, so the caller can work meanwhile)."""
+
+        def gather(done: Done) -> list[Any]:
+            out = []
+            for args in calls:
+                out.append(fn(*args))
+                done(len(out), len(calls))
+            return out
+
+        return Batch(gather)
+
+    def map(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, name: str, done: Done
+    ) -> list[Any]:
+        return self.start(fn, calls, name=name).gather(done)
+
+    def describe(self) -> str:
+        return "serial"
+
+    def close(self) -> None:
+        """Release what this runner created."""
+
+
+class FuturesRunner(Runner):
+    """A ``concurrent.futures.Executor``; a broken process pool is replaced (module docstring)."""
+
+    kind = "futures"
+
+    def __init__(self, pool: cf.Executor, *, owned: bool, retries: int) -> None:
+        self.pool = pool
+        self.in_process = isinstance(pool, cf.ThreadPoolExecutor)
+        self._owned: list[cf.Executor] = [pool] if owned else []
+        super().__init__(_pool_size(pool), retries)
+
+    def describe(self) -> str:
+        return f"{type(self.pool).__name__}({self.workers})"
+
+    def start(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, name: str
+    ) -> Batch:
+        self._replace_pool()  # if a caller's pool broke before
+        first = {self.pool.submit(fn, *args): i for i, args in enumerate(calls)}
+        return Batch(lambda done: self._gather(fn, calls, name, first, done))
+
+    def _gather(
+        self,
+        fn: Callable[..., Any],
+        calls: Sequence[tuple[Any, ...]],
+        name: str,
+        futures: dict[cf.Future[Any], int],
+        done: Done,
+    ) -> list[Any]:
+        results: dict[int, Any] = {}
+        attempts: Counter[int] = Counter()
+        pending = set(range(len(calls)))
+        alone = False  # after repeated breaks: one call in flight, so a break names its call
+        while True:
+            broken: BaseException | None = None
+            try:
+                for future in cf.as_completed(futures):
+                    i = futures[future]
+                    try:
+                        results[i] = future.result()
+                    except BrokenProcessPool as exc:
+                        broken = exc
+                        continue
+                    pending.discard(i)
+                    done(len(results), len(calls))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+            if broken is not None:
+                unfinished = [i for i in futures.values() if i in pending]
+                for i in unfinished:
+                    attempts[i] += 1
+                if alone and attempts[unfinished[0]] > self.retries:
+                    i = unfinished[0]
+                    results[i] = WorkerLost(f"{type(broken).__name__}: {broken}", attempts[i])
+                    pending.discard(i)
+                    done(len(results), len(calls))
+                alone = alone or any(attempts[i] >= self.retries for i in pending)
+                log.warning(
+                    "%s: a worker process died during %s call(s) %s; %d call(s) left, %s",
+                    self.describe(),
+                    name,
+                    unfinished,
+                    len(pending),
+                    "one at a time" if alone else "on a fresh pool",
+                )
+                self._replace_pool()
+            if not pending:
+                return [results[i] for i in range(len(calls))]
+            batch = [min(pending)] if alone else sorted(pending)
+            futures = {self.pool.submit(fn, *calls[i]): i for i in batch}
+
+    def _replace_pool(self) -> None:
+        """A fresh pool of the same kind and size if the current one is broken (once, however
+        many batches saw it break)."""
+        old = self.pool
+        if not getattr(old, "_broken", False):
+            return
+        if not isinstance(old, cf.ProcessPoolExecutor):
+            raise RuntimeError(f"{type(old).__name__} is broken and cannot be replaced")
+        new = cf.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=getattr(old, "_mp_context", None),
+            initializer=getattr(old, "_initializer", None),
+            initargs=getattr(old, "_initargs", ()),
+        )
+        if old in self._owned:
+            self._owned.remove(old)
+            old.shutdown(wait=True, cancel_futures=True)
+        self._owned.append(new)
+        self.pool = new
+
+    def close(self) -> None:
+        for pool in self._owned:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._owned.clear()
+
+
+class DaskRunner(Runner):
+    """A ``distributed.Client``: one task per call, results gathered as they complete."""
+
+    kind = "dask"
+    in_process = False
+
+    def __init__(self, client: Any, *, owned: list[Any], retries: int) -> None:
+        self.client = client
+        self._owned = owned  # closed in this order (client before its cluster)
+        super().__init__(max(sum(client.nthreads().values()), 1), retries)
+
+    def describe(self) -> str:
+        return f"dask {self.client.scheduler.address} ({self.workers} threads)"
+
+    def start(
+        self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, name: str
+    ) -> Batch:
+        token = uuid.uuid4().hex[:10]
+        with warnings.catch_warnings():
+            # each shard's bars are sent once per stage; that is the design, not a repetition
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            futures = [
+                self.client.submit(
+                    fn, *args, key=f"modelyard-{name}-{i}-{token}", retries=self.retries
+                )
+                for i, args in enumerate(calls)
+            ]
+        return Batch(lambda done: self._gather(futures, done))
+
+    def _gather(self, futures: list[Any], done: Done) -> list[Any]:
+        from distributed import KilledWorker, as_completed
+
+        position = {f.key: i for i, f in enumerate(futures)}
+        results: dict[int, Any] = {}
+        try:
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]
+                i = position[future.key]
+                if future.status == "error":
+                    exc = future.exception()
+                    if not isinstance(exc, KilledWorker):
+                        raise exc
+                    results[i] = WorkerLost(f"KilledWorker: {exc}", self.retries + 1)
+                else:
+                    results[i] = future.result()
+                done(len(results), len(futures))
+        finally:
+            unfinished = [f for f in futures if not f.done()]
+            if unfinished:
+                self.client.cancel(unfinished)
+        return [results[i] for i in range(len(futures))]
+
+    def close(self) -> None:
+        for thing in self._owned:
+            thing.close()
+        self._owned.clear()
+
+
+def _pool_size(pool: cf.Executor) -> int:
+    size = getattr(pool, "_max_workers", None)
+    return int(size) if isinstance(size, int) and size > 0 else os.cpu_count() or 1
+
+
+def _is_client(obj: object) -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import Client
+
+    return isinstance(obj, Client)
+
+
+def _workers(workers: int | None) -> int:
+    if workers is None:
+        return os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    return workers
+
+
+def process_pool(workers: int | None = None) -> cf.ProcessPoolExecutor:
+    """The pool ``"processes"`` makes: forkserver start (no fork of a threaded process), each
+    process warmed once at start."""
+    from modelyard.scale.shards import warm_worker
+
+    return cf.ProcessPoolExecutor(
+        max_workers=_workers(workers),
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=warm_worker,
+    )
+
+
+def _runner(spec: object, workers: int | None, retries: int) -> Runner:
+    if spec is None or spec == "serial":
+        if workers not in (None, 1):
+            raise ValueError(f"workers={workers} needs executor='processes' or 'dask', not serial")
+        return Runner(1, retries)
+    if isinstance(spec, cf.Executor) or _is_client(spec):
+        if workers is not None:
+            raise ValueError("workers applies to executor='processes' or 'dask' only")
+        if isinstance(spec, cf.Executor):
+            return FuturesRunner(spec, owned=False, retries=retries)
+        return DaskRunner(spec, owned=[], retries=retries)
+    if not isinstance(spec, str):
+        raise ValueError(
+            "executor must be None, 'serial', 'processes', 'dask', 'tcp://host:port', a "
+            f"concurrent.futures.Executor or a distributed.Client; got {type(spec).__name__}"
+        )
+    if spec == "processes":
+        return FuturesRunner(process_pool(workers), owned=True, retries=retries)
+    if spec == "dask" or "://" in spec:
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise ConfigError(
+                f"executor {spec!r} needs Dask: pip install 'modelyard[dask]'", key="executor"
+            ) from exc
+        if spec == "dask":
+            from modelyard.scale.cluster import local_cluster
+
+            cluster = local_cluster(n_workers=_workers(workers))
+            try:
+                client = Client(cluster)  # type: ignore[no-untyped-call]
+            except BaseException:
+                cluster.close()
+                raise
+            return DaskRunner(client, owned=[client, cluster], retries=retries)
+        if workers is not None:
+            raise ValueError(f"workers applies to a cluster modelyard starts, not to {spec}")
+        try:
+            client = Client(spec, timeout="20s")  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot reach the Dask scheduler at {spec}: {exc}", key="executor"
+            ) from exc
+        return DaskRunner(client, owned=[client], retries=retries)
+    hint = difflib.get_close_matches(spec, EXECUTOR_NAMES, n=1)
+    raise ValueError(
+        f"unknown executor {spec!r}; use one of {', '.join(EXECUTOR_NAMES)} or tcp://host:port"
+        + (f". Did you mean {hint[0]!r}?" if hint else "")
+    )
+
+
+@contextmanager
+def resolve_executor(
+    spec: object = None, *, workers: int | None = None, retries: int = DEFAULT_RETRIES
+) -> Iterator[Runner]:
+    """The :class:`Runner` for ``spec`` (module docstring); closes what it created on exit."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    runner = _runner(spec, workers, retries)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def gather_worker_state(executor: object) -> dict[str, dict[str, Any]]:
+    """:func:`~modelyard.scale.shards.worker_state` of every worker, keyed by worker.
+
+    A ``distributed.Client`` answers through ``client.run``; a process pool through one call
+    per process, held at a barrier so that each process answers exactly once.
+    """
+    from modelyard.scale.shards import worker_state
+
+    if executor is None:
+        return {"local": worker_state()}
+    if _is_client(executor):
+        states: dict[str, dict[str, Any]] = executor.run(worker_state)  # type: ignore[attr-defined]
+        return states
+    if isinstance(executor, cf.ProcessPoolExecutor):
+        n = _pool_size(executor)
+        with multiprocessing.Manager() as manager:
+            barrier = manager.Barrier(n)
+            futures = [executor.submit(_state_at_barrier, barrier) for _ in range(n)]
+            found = [f.result(timeout=120) for f in futures]
+        return {str(s["pid"]): s for s in found}
+    if isinstance(executor, cf.Executor):
+        return {"local": executor.submit(worker_state).result()}
+    raise ValueError(f"cannot gather worker state from {type(executor).__name__}")
+
+
+def _state_at_barrier(barrier: Any) -> dict[str, Any]:
+    from modelyard.scale.shards import worker_state
+
+    barrier.wait(timeout=60)
+    return worker_state()

@@ -1,0 +1,477 @@
+"""The per-symbol work of :func:`~modelyard.strategies.compare.compare` as pure shard functions.
+
+A shard is a few symbols. Its work runs in two stages, each one pure function of what it is
+given (bars, config, run parameters), so any executor can run it anywhere and a retry gives
+the same bits:
+
+1. :func:`signals_shard` (stage ``signals``): per symbol and routing variant the route, the
+   features and the batched predictions, the policy's target weights *before* the gross limit,
+   the realised forward returns (targets) and the prediction quality (IC, rank IC, hit rate).
+2. :func:`standalone_shard` (stage ``standalone``): per symbol and variant the standalone
+   account (the symbol alone with the full cash): its equity curve and its statistics.
+
+Between the stages the driver applies the gross limit across every symbol (it couples the
+symbols bar by bar), one variant at a time, starting each variant's standalone tasks as soon as
+its weights are known; it simulates the portfolio and class accounts (cash shared across
+symbols: they need every symbol) while the workers run the standalone tasks. Shards run BLAS on
+one thread (:func:`_one_blas_thread`), so their bits do not depend on the process's thread
+count.
+
+Workers keep ONE routing set in a module-level cache (:func:`cached_routing`), keyed by the
+config's hash and the model files' size and mtime: one :class:`ModelRegistry` whose ONNX
+sessions load once per worker and model, and the two routers (flag off / on) that share it.
+Only the config travels with a task (a few kB); the package and the model files are on the
+workers. :func:`worker_state` reports what a worker holds.
+
+A shard that fails for a modelyard reason (bad data, a contract, strict routing, a model that
+cannot load) returns a :class:`ShardFailure` naming its symbols instead of raising, so that
+executors do not retry a deterministic failure and the other shards' results still count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelyard.config import AssetsConfig, load_config
+from modelyard.errors import ModelyardError
+from modelyard.models.features import compute_target
+from modelyard.models.metrics import metrics
+from modelyard.routing.decision import RouteDecision
+from modelyard.routing.registry import ModelRegistry
+from modelyard.routing.router import AssetSpecificModelRouter
+from modelyard.strategies._vbt_layout import Layout, build_layout
+from modelyard.strategies.policy import target_weights
+from modelyard.strategies.signals import SymbolSetup, predict_history, symbol_setups
+from modelyard.strategies.vectorized import VARIANT_FLAGS, result_of, simulate
+
+__all__ = [
+    "RunParams",
+    "ShardFailure",
+    "SignalsPiece",
+    "SignalsTask",
+    "StandalonePiece",
+    "StandaloneTask",
+    "cached_routing",
+    "config_key",
+    "layout_columns",
+    "on_index",
+    "run_signals",
+    "run_standalone",
+    "signals_shard",
+    "standalone_shard",
+    "warm_worker",
+    "worker_state",
+]
+
+log = logging.getLogger(__name__)
+
+Bars = Mapping[str, pd.DataFrame]
+#: A test-only hook called at the start of every shard attempt (e.g. to crash a worker once).
+ShardHook = Callable[[str, int, tuple[str, ...]], None]
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard whose symbols are missing from the result, and why.
+
+    ``stage`` is ``signals`` (the symbols are left out of every level) or ``standalone`` (they
+    stay in the portfolio and class accounts but have no per-symbol row or curve). ``error`` is
+    the exception's type name: a modelyard error (e.g. ``DataError``) or ``WorkerLost`` when
+    the shard's worker died on every attempt.
+    """
+
+    shard: int
+    symbols: tuple[str, ...]
+    stage: str
+    error: str
+    message: str
+    attempts: int = 1
+
+    def describe(self) -> str:
+        return (
+            f"shard {self.shard} ({', '.join(self.symbols)}) failed in stage {self.stage} "
+            f"after {self.attempts} attempt(s): {self.error}: {self.message}"
+        )
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """What every shard of one run shares (small: this is what travels besides the bars)."""
+
+    config: AssetsConfig
+    config_key: str
+    variants: tuple[str, ...]
+    max_gross: float
+    cash: float
+    hook: ShardHook | None = None
+
+
+@dataclass(frozen=True)
+class SignalsTask:
+    shard: int
+    symbols: tuple[str, ...]
+    params: RunParams
+
+
+@dataclass(frozen=True)
+class SignalsPiece:
+    """Stage ``signals`` of one shard; every mapping is keyed by variant, then symbol."""
+
+    shard: int
+    symbols: tuple[str, ...]
+    predictions: dict[str, dict[str, pd.Series]]
+    raw_weights: dict[str, dict[str, pd.Series]]
+    decisions: dict[str, list[RouteDecision]]
+    quality: dict[str, dict[str, dict[str, float]]]
+    targets: dict[tuple[str, int], np.ndarray]  # (symbol, horizon) -> forward log returns
+    seconds: float
+    pid: int
+
+
+@dataclass(frozen=True)
+class StandaloneTask:
+    shard: int
+    symbols: tuple[str, ...]
+    setups: tuple[SymbolSetup, ...]
+    layout: Layout  # the run's layout, restricted to these symbols' columns
+    weights: dict[str, dict[str, pd.Series]]  # variant -> symbol -> weights after the limit
+    engine: str
+    params: RunParams
+
+
+@dataclass(frozen=True)
+class StandalonePiece:
+    """Stage ``standalone`` of one shard, keyed by ``(variant, symbol)``."""
+
+    shard: int
+    symbols: tuple[str, ...]
+    equity: dict[tuple[str, str], pd.Series]
+    stats: dict[tuple[str, str], dict[str, Any]]
+    seconds: float
+    pid: int
+
+
+# --- the per-worker router cache -----------------------------------------------------------
+@dataclass
+class _Routing:
+    """One registry (one ONNX session per model, loaded lazily) and a router per variant."""
+
+    key: str
+    stamp: tuple[tuple[str, int, int], ...]
+    registry: ModelRegistry
+    routers: dict[str, AssetSpecificModelRouter]
+    shards: int = 0
+
+    @classmethod
+    def build(cls, config: AssetsConfig, key: str) -> _Routing:
+        registry = ModelRegistry(config)
+        routers = {
+            variant: AssetSpecificModelRouter(config, registry=registry, asset_specific=flag)
+            for variant, flag in VARIANT_FLAGS.items()
+        }
+        return cls(key, _stamp(config), registry, routers)
+
+
+_LOCK = threading.Lock()
+_CACHE: dict[str, _Routing] = {}  # at most one entry: the routing of the latest config
+_BUILDS: Counter[str] = Counter()  # routing sets built in this process, by config key
+
+
+def config_key(config: AssetsConfig) -> str:
+    """A stable hash of a config (its JSON dump)."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _stamp(config: AssetsConfig) -> tuple[tuple[str, int, int], ...]:
+    """Size and mtime of every model file: a retrained model invalidates the cache."""
+    out = []
+    for spec in config.models.values():
+        try:
+            st = spec.path.stat()
+            out.append((str(spec.path), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(spec.path), -1, -1))
+    return tuple(out)
+
+
+def cached_routing(config: AssetsConfig, key: str) -> _Routing:
+    """This process's routing for ``config`` (built on first use, then reused).
+
+    One entry is kept: a run with another config (or changed model files) replaces it, so a
+    worker never holds more than one router set and one session per model.
+    """
+    with _LOCK:
+        entry = _CACHE.get("current")
+        if entry is None or entry.key != key or entry.stamp != _stamp(config):
+            entry = _Routing.build(config, key)
+            _CACHE["current"] = entry
+            _BUILDS[key] += 1
+            log.debug("pid %d: routing built for config %s", os.getpid(), key)
+        entry.shards += 1
+        return entry
+
+
+def local_routing(config: AssetsConfig) -> _Routing:
+    """A routing for one in-process run (not cached: fresh routers, as a serial run had)."""
+    return _Routing.build(config, config_key(config))
+
+
+def worker_state() -> dict[str, Any]:
+    """What this process holds: ``routers`` (cached routing sets, 0 or 1), ``builds`` (sets
+    built since start), ``model_loads`` (ONNX loads per model in the cached registry),
+    ``sessions`` (models loaded now), ``shards`` (shards served by the cached set)."""
+    with _LOCK:
+        entry = _CACHE.get("current")
+        return {
+            "pid": os.getpid(),
+            "routers": len(_CACHE),
+            "variant_routers": len(entry.routers) if entry else 0,
+            "config_key": entry.key if entry else None,
+            "builds": sum(_BUILDS.values()),
+            "model_loads": (
+                {m: n for m, n in entry.registry.load_count.items() if n} if entry else {}
+            ),
+            "sessions": len(entry.registry._loaded) if entry else 0,
+            "shards": entry.shards if entry else 0,
+        }
+
+
+# --- stage 1: signals ----------------------------------------------------------------------
+def signals_shard(bars: Bars, task: SignalsTask) -> SignalsPiece | ShardFailure:
+    """Stage ``signals`` on a worker, through this process's cached routing."""
+    return run_signals(bars, task, cached_routing(task.params.config, task.params.config_key))
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """BLAS on one thread: a multi-threaded OpenBLAS dot product (the IC's) sums in another
+    order than a single-threaded one, so a shard's last bits would depend on the process it
+    runs in (Dask's nanny sets ``OPENBLAS_NUM_THREADS=1``, a driver uses every core)."""
+    global _CONTROLLER
+    from threadpoolctl import ThreadpoolController
+
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    limited: contextlib.AbstractContextManager[Any] = _CONTROLLER.limit(limits=1, user_api="blas")
+    return limited
+
+
+_CONTROLLER: Any = None
+
+
+def run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPiece | ShardFailure:
+    """Stage ``signals`` of ``task.symbols`` (module docstring) with ``routing``."""
+    with _one_blas_thread():
+        return _run_signals(bars, task, routing)
+
+
+def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPiece | ShardFailure:
+    params = task.params
+    if params.hook is not None:
+        params.hook("signals", task.shard, task.symbols)
+    started = time.perf_counter()
+    names = list(task.symbols)
+    try:
+        frames = {s: bars[s] for s in names}
+        predictions: dict[str, dict[str, pd.Series]] = {}
+        raw: dict[str, dict[str, pd.Series]] = {}
+        decisions: dict[str, list[RouteDecision]] = {}
+        quality: dict[str, dict[str, dict[str, float]]] = {}
+        targets: dict[tuple[str, int], np.ndarray] = {}
+        for variant in params.variants:
+            router = routing.routers[variant]
+            setups = symbol_setups(router, names)
+            preds, routes = predict_history(router, frames)
+            predictions[variant] = preds
+            decisions[variant] = routes
+            # the policy step of target_weight_history; the gross limit is the driver's
+            raw[variant] = {
+                s.symbol: pd.Series(
+                    target_weights(preds[s.symbol].to_numpy(dtype=np.float64), s.policy),
+                    index=preds[s.symbol].index,
+                )
+                for s in setups
+            }
+            quality[variant] = {}
+            for d in routes:
+                horizon = params.config.models[d.model_id].horizon
+                key = (d.symbol, horizon)
+                if key not in targets:
+                    targets[key] = compute_target(frames[d.symbol], horizon).to_numpy(np.float64)
+                m = metrics(preds[d.symbol].to_numpy(np.float64), targets[key])
+                quality[variant][d.symbol] = {
+                    "ic": m.ic,
+                    "rank_ic": m.rank_ic,
+                    "hit_rate": m.hit_rate,
+                }
+    except ModelyardError as exc:
+        return _failure(task.shard, task.symbols, "signals", exc)
+    return SignalsPiece(
+        task.shard,
+        task.symbols,
+        predictions,
+        raw,
+        decisions,
+        quality,
+        targets,
+        time.perf_counter() - started,
+        os.getpid(),
+    )
+
+
+# --- stage 2: standalone accounts ----------------------------------------------------------
+def standalone_shard(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
+    """Stage ``standalone`` on a worker (needs no router)."""
+    return run_standalone(bars, task)
+
+
+def run_standalone(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
+    """Each symbol of ``task`` alone with the full cash, every variant in one broadcast."""
+    with _one_blas_thread():
+        return _run_standalone(bars, task)
+
+
+def _run_standalone(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
+    if task.params.hook is not None:
+        task.params.hook("standalone", task.shard, task.symbols)
+    started = time.perf_counter()
+    names = list(task.symbols)
+    setups = list(task.setups)
+    classes = {s.symbol: s.asset_class for s in setups}
+    try:
+        frames = {s: bars[s] for s in names}
+        sim = simulate(
+            task.layout,
+            setups,
+            task.weights,
+            cash=task.params.cash,
+            grouping="symbol",
+            engine=task.engine,
+        )
+        curves = sim.equity()
+        equity: dict[tuple[str, str], pd.Series] = {}
+        stats: dict[tuple[str, str], dict[str, Any]] = {}
+        for variant in task.weights:
+            single = sim.orders(variant=variant)
+            alone = {s: part for s, part in single.groupby("symbol", sort=False)}
+            alone.update({s: single.iloc[:0] for s in names if s not in alone})
+            for s in names:
+                curve = on_index(frames[s].index, curves[(variant, classes[s], s)])
+                part = result_of(
+                    sim, variant, frames, setups, equity=curve, symbols=[s], orders=alone[s]
+                )
+                equity[(variant, s)] = curve
+                stats[(variant, s)] = dict(part.stats)
+    except ModelyardError as exc:
+        return _failure(task.shard, task.symbols, "standalone", exc)
+    return StandalonePiece(
+        task.shard, task.symbols, equity, stats, time.perf_counter() - started, os.getpid()
+    )
+
+
+def on_index(index: pd.Index, equity: pd.Series) -> pd.Series:
+    """``equity`` restricted to the steps of ``index`` (the account cannot change elsewhere)."""
+    return equity.loc[pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns")].rename("equity")
+
+
+def layout_columns(layout: Layout, symbols: Sequence[str]) -> Layout:
+    """``layout`` restricted to ``symbols``' columns, on the same (whole run's) timeline.
+
+    The standalone accounts of a shard are simulated on exactly the arrays the whole run
+    uses, so their curves are the same bits whichever symbols share the shard.
+    """
+    position = {s: j for j, s in enumerate(layout.symbols)}
+    cols = [position[s] for s in symbols]
+    return Layout(
+        layout.index,
+        tuple(symbols),
+        np.ascontiguousarray(layout.open[:, cols]),
+        np.ascontiguousarray(layout.close[:, cols]),
+        np.ascontiguousarray(layout.has_bar[:, cols]),
+        tuple(layout.rows[j] for j in cols),
+    )
+
+
+def _failure(shard: int, symbols: tuple[str, ...], stage: str, exc: Exception) -> ShardFailure:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.warning("shard %d (%s) failed in %s: %s", shard, ", ".join(symbols), stage, message)
+    return ShardFailure(shard, symbols, stage, type(exc).__name__, message)
+
+
+# --- warm-up -------------------------------------------------------------------------------
+def _warm_bars() -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, freq in (("WARM", "B"), ("WRM/USD", "D")):
+        index = pd.date_range("2020-01-01", periods=260, freq=freq, tz="UTC", name="timestamp")
+        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, len(index))))
+        open_ = np.r_[close[0], close[:-1]]
+        out[name] = pd.DataFrame(
+            {
+                "open": open_,
+                "high": np.maximum(open_, close) * 1.001,
+                "low": np.minimum(open_, close) * 0.999,
+                "close": close,
+                "volume": rng.uniform(1.0, 100.0, len(index)),
+            },
+            index=index,
+        )
+    return out
+
+
+def warm_worker() -> dict[str, Any]:
+    """Compile what a shard runs, so the first real shard does not pay for it.
+
+    Features, the contract checks and ONNX inference (through a throwaway router of the
+    default config: the cache is left empty), and both vectorbt engines (``from_orders`` and
+    the ``from_order_func`` callbacks, which numba compiles in every new process, about 3.5 s
+    per array layout) on one and on two symbols. Best effort: a step that fails is logged, not
+    raised. (``compare`` uses no ``from_signals``, so that kernel is not compiled.)
+    """
+    started = time.perf_counter()
+    steps: list[str] = []
+    bars = _warm_bars()
+    names = list(bars)
+    try:
+        config = load_config(None)
+        params = RunParams(config, config_key(config), tuple(VARIANT_FLAGS), 1.0, 100_000.0)
+        piece = run_signals(bars, SignalsTask(-1, tuple(names), params), local_routing(config))
+        if isinstance(piece, ShardFailure):
+            raise RuntimeError(piece.describe())
+        steps.append("signals")
+        router = AssetSpecificModelRouter(config, asset_specific=False)
+        setups = tuple(symbol_setups(router, names))
+        layout = build_layout(bars, names)
+        weights = {v: piece.raw_weights[v] for v in params.variants}
+        # one symbol and two: numba types the single-column arrays differently (C vs F order)
+        for engine in ("orders", "order_func"):
+            for part in (names, names[:1]):
+                task = StandaloneTask(
+                    -1,
+                    tuple(part),
+                    setups[: len(part)],
+                    layout_columns(layout, part),
+                    {v: {s: weights[v][s] for s in part} for v in params.variants},
+                    engine,
+                    params,
+                )
+                done = run_standalone(bars, task)
+                if isinstance(done, ShardFailure):
+                    raise RuntimeError(done.describe())
+            steps.append(engine)
+    except Exception as exc:  # best effort: a cold worker is slower, not wrong
+        log.warning("worker warm-up stopped after %s: %s", steps or "nothing", exc)
+    seconds = time.perf_counter() - started
+    log.info("pid %d warmed (%s) in %.1fs", os.getpid(), ", ".join(steps), seconds)
+    return {"pid": os.getpid(), "seconds": seconds, "steps": steps}
