@@ -10,25 +10,39 @@ Measured side by side in one run:
 * ``bar -> answered``: the same until the POST has returned.
 
 Every bar of every symbol causes one 1-share market buy. All 50 bars of a step arrive in one
-websocket frame and are submitted one after the other, so the later symbols of a step wait
-for the earlier ones' POSTs: ``first of step`` isolates the per-order overhead.
-Run: ``.venv/bin/python benchmarks/paper_latency.py``.
+websocket frame and are submitted as one batch (one durable journal commit, POSTs on the
+executor's worker threads), so the later symbols of a step still queue behind the earlier
+ones' POSTs: ``first of step`` isolates the per-step overhead.
+
+``--venue thread`` (default) runs the emulator in this process, as a thread: it then shares the
+GIL with the client, the POST workers and the trade-update thread, and every request pays for
+that. ``--venue process`` runs it in a child process (as a real venue is), controlled over a
+pipe. The journal goes to a temporary directory under ``$JOURNAL_DIR`` (default: the system
+temporary directory; /tmp here is ext4).
+Run: ``.venv/bin/python benchmarks/paper_latency.py [--venue process]``.
 """
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from modelyard.brokers.alpaca_client import AlpacaClient
 from modelyard.brokers.alpaca_store import AlpacaStore
 from modelyard.brokers.risk import RiskConfig
 from modelyard.emulator import Emulator
@@ -69,16 +83,76 @@ def _q(values: list[float]) -> str:
     return f"p50 {cuts[49] * 1e3:7.2f} ms   p99 {cuts[98] * 1e3:7.2f} ms   (n={len(values)})"
 
 
-def main() -> None:
+def _venue_bars() -> tuple[dict[str, pd.DataFrame], Any]:
     symbols = [f"SYM{i:02d}" for i in range(N_SYMBOLS)]
     bars = {s: _bars(i) for i, s in enumerate(symbols)}
-    start = bars[symbols[0]].index[200].to_pydatetime()
+    return bars, bars[symbols[0]].index[200].to_pydatetime()
+
+
+def _emulator() -> Emulator:
+    bars, start = _venue_bars()
+    return Emulator(bars, speed=0, start=start, cash=1e12, rate_limit_per_minute=10**9)
+
+
+def _serve(conn: Connection) -> None:
+    """The child process of ``--venue process``: an emulator driven over ``conn``."""
+    with _emulator() as emu:
+        names = ("key_id", "secret_key", "base_url", "stock_stream_url", "crypto_stream_url")
+        conn.send({name: getattr(emu, name) for name in (*names, "trading_stream_url")})
+        while True:
+            command, arg = conn.recv()
+            if command == "stop":
+                break
+            if command == "advance":
+                conn.send(emu.advance(arg))
+            elif command == "wait_for_streams":
+                emu.wait_for_streams(**arg)
+                conn.send(None)
+
+
+class _RemoteVenue(SimpleNamespace):
+    def __init__(self, conn: Connection, urls: dict[str, str]) -> None:
+        super().__init__(**urls)
+        self._conn = conn
+
+    def advance(self, n: int) -> Any:
+        self._conn.send(("advance", n))
+        return self._conn.recv()
+
+    def wait_for_streams(self, **minimum: int) -> None:
+        self._conn.send(("wait_for_streams", minimum))
+        self._conn.recv()
+
+
+@contextmanager
+def _venue(kind: str) -> Iterator[Any]:
+    if kind == "thread":
+        with _emulator() as emu:
+            yield emu
+        return
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+    proc.start()
+    try:
+        yield _RemoteVenue(parent, parent.recv())
+    finally:
+        parent.send(("stop", None))
+        proc.join(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--venue", choices=("thread", "process"), default="thread")
+    args = parser.parse_args()
+    symbols = [f"SYM{i:02d}" for i in range(N_SYMBOLS)]
     risk = RiskConfig(
         timeframe=pd.Timedelta(minutes=1).to_pytimedelta(), stale_factor=3.0,
         max_orders_per_minute=None, enforce_market_hours=False,
     )  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="paper-latency-", dir=os.environ.get("JOURNAL_DIR")))
-    with Emulator(bars, speed=0, start=start, cash=1e12, rate_limit_per_minute=10**9) as emu:
+    print(f"venue: {args.venue}; journal: {tmp}")
+    with _venue(args.venue) as emu:
         store = AlpacaStore.for_emulator(
             emu, journal=tmp / "journal.db", risk=risk, silence_timeout=60.0
         )
@@ -89,13 +163,14 @@ def main() -> None:
             store.client.submit_order("SYM00", "buy", client_order_id=f"bare-{i}", qty=1)
             bare.append(time.perf_counter() - t0)
         post_start: dict[str, float] = {}
-        original = store.client.submit_order
+        original = AlpacaClient.submit_order
 
-        def timed_submit(*args: Any, **kwargs: Any) -> Any:
+        def timed_submit(self: AlpacaClient, *args: Any, **kwargs: Any) -> Any:
             post_start[kwargs["client_order_id"]] = time.perf_counter()
-            return original(*args, **kwargs)
+            return original(self, *args, **kwargs)
 
-        store.client.submit_order = timed_submit  # type: ignore[method-assign]
+        # every client: the executor's POST workers have their own
+        AlpacaClient.submit_order = timed_submit  # type: ignore[method-assign]
         cerebro = bt.Cerebro(stdstats=False)
         broker = store.getbroker()
         cerebro.setbroker(broker)

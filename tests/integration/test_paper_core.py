@@ -30,6 +30,7 @@ from modelyard.brokers import (
     make_client_order_id,
     reconcile,
 )
+from modelyard.brokers.executor import OrderRequest
 from modelyard.brokers.journal import broker_state
 from modelyard.emulator import Emulator
 from modelyard.errors import OrderRejected, RiskLimitBreached
@@ -494,4 +495,141 @@ def test_a_get_past_the_read_timeout_is_retried(core_factory: Callable[..., Core
     core.emu.faults.add("delay", path="/v2/clock", seconds=1.0)
     assert buy(core, 1).state == "acknowledged"
     assert core.client.request_counts["GET /v2/clock"] == 2
+    assert_invariant(core.journal, core.emu)
+
+
+# -- batches (one bar's orders: one clock read, one durable commit, concurrent POSTs) -----------
+BATCH_WORKER = Path(__file__).with_name("_batch_crash_worker.py")
+
+
+def batch_executor(core: Core, workers: int = 3) -> OrderExecutor:
+    """An executor on ``core``'s journal whose POST workers each have their own client."""
+    emu = core.emu
+
+    def factory() -> AlpacaClient:
+        return AlpacaClient(emu.key_id, emu.secret_key, url_override=emu.base_url, policy=FAST)
+
+    return OrderExecutor(
+        core.journal, core.client, core.risk, STRATEGY, client_factory=factory,
+        post_workers=workers,
+    )  # fmt: skip
+
+
+def requests_for(core: Core, *specs: tuple[str, float]) -> list[OrderRequest]:
+    return [
+        OrderRequest(symbol, "buy", core.emu.now, qty=qty, price=core.emu.venue.price(symbol))
+        for symbol, qty in specs
+    ]
+
+
+def test_batch_is_sent_concurrently_with_one_clock_read(core: Core) -> None:
+    ex = batch_executor(core)
+    try:
+        specs = [("AAPL", 1.0), ("MSFT", 2.0), ("AAPL", 3.0), ("MSFT", 4.0), ("AAPL", 5.0)]
+        results = ex.submit_many(requests_for(core, *specs))
+        counts = ex.request_counts()
+    finally:
+        ex.close()
+    assert [r.error for r in results] == [None] * 5
+    assert [r.row.state for r in results if r.row] == ["acknowledged"] * 5
+    assert [r.row.seq for r in results if r.row] == [0, 0, 1, 1, 2]
+    assert counts["GET /v2/clock"] == 1
+    assert counts["POST /v2/orders"] == 5
+    assert core.client.request_counts["POST /v2/orders"] == 0  # all on the workers' clients
+    assert ex.request_counts() == counts  # kept after close()
+    assert len(core.emu.orders()) == 5
+    assert_invariant(core.journal, core.emu)
+
+
+def test_batch_risk_checks_see_the_orders_before_them(core_factory: Callable[..., Core]) -> None:
+    core = core_factory(RiskConfig(max_position_units=5))
+    ex = batch_executor(core)
+    try:
+        results = ex.submit_many(requests_for(core, ("AAPL", 2), ("AAPL", 2), ("AAPL", 2)))
+    finally:
+        ex.close()
+    assert [r.row.state for r in results if r.row] == ["acknowledged", "acknowledged", "failed"]
+    error = results[2].error
+    assert isinstance(error, RiskLimitBreached)
+    assert error.rule == "max_position_units"
+    assert len(core.emu.orders()) == 2
+    assert_invariant(core.journal, core.emu)
+
+
+def test_batch_settles_each_order_on_its_own(core: Core) -> None:
+    ex = batch_executor(core)
+    coids = [
+        make_client_order_id(STRATEGY, "AAPL", core.emu.now, 0),
+        make_client_order_id(STRATEGY, "MSFT", core.emu.now, 0),
+        make_client_order_id(STRATEGY, "AAPL", core.emu.now, 1),
+    ]
+    core.emu.faults.add("accept_then_504", path="/v2/orders", client_order_id=coids[0])
+    core.emu.faults.add("reject", path="/v2/orders", status=422, client_order_id=coids[1])
+    core.emu.faults.add("server_error", path="/v2/orders", status=502, client_order_id=coids[2])
+    try:
+        specs = [("AAPL", 1), ("MSFT", 1), ("AAPL", 1), ("MSFT", 1), ("BTC/USD", 0.01)]
+        results = ex.submit_many(requests_for(core, *specs))
+        posts = ex.request_counts()["POST /v2/orders"]
+    finally:
+        ex.close()
+    states = [r.row.state for r in results if r.row]
+    assert states == ["acknowledged", "failed", "acknowledged", "acknowledged", "acknowledged"]
+    assert isinstance(results[1].error, OrderRejected)
+    assert "HTTP 422" in (core.journal.orders()[1].reason or "")
+    assert posts == 6  # the 504 adopted by lookup; the 502 looked up (404), then resent once
+    assert_invariant(core.journal, core.emu)
+
+
+def test_batch_with_bad_requests_sends_the_good_ones(core: Core) -> None:
+    ex = batch_executor(core)
+    bar = core.emu.now
+    try:
+        results = ex.submit_many(
+            [
+                OrderRequest("AAPL", "buy", bar, qty=1, price=380.0),
+                OrderRequest("AAPL", "buy", bar, qty=1, notional=5.0, price=380.0),
+                OrderRequest("AAPL", "buy", bar - timedelta(days=3), qty=1, price=380.0),
+                OrderRequest("BTC/USD", "buy", bar, qty=1e-12, price=30_000.0),
+            ]
+        )
+    finally:
+        ex.close()
+    assert results[0].row is not None
+    assert results[0].row.state == "acknowledged"
+    assert isinstance(results[1].error, ValueError)
+    assert results[1].row is None
+    assert isinstance(results[2].error, RiskLimitBreached)
+    assert results[2].error.rule == "stale_data"
+    assert isinstance(results[3].error, OrderRejected)
+    assert "minimum" in str(results[3].error)
+    assert [r.state for r in core.journal.orders()] == ["acknowledged", "failed", "failed"]
+    assert_invariant(core.journal, core.emu)
+
+
+def test_crash_in_the_middle_of_a_batch(core: Core) -> None:
+    env = {
+        **os.environ,
+        "CRASH_AFTER_POSTS": "3",
+        "APCA_API_KEY_ID": core.emu.key_id,
+        "APCA_API_SECRET_KEY": core.emu.secret_key,
+    }
+    args = [
+        sys.executable, str(BATCH_WORKER), str(core.path), core.emu.base_url,
+        core.emu.now.isoformat(), "12",
+    ]  # fmt: skip
+    done = subprocess.run(args, env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == -9, done.stderr.decode()[-2000:]
+    core.reopen()
+    rows = core.journal.orders()
+    assert len(rows) == 12
+    assert {r.state for r in rows} == {"submitted"}  # the whole batch was marked before POSTing
+    at_venue = {o["client_order_id"] for o in core.emu.orders()}
+    assert 3 <= len(at_venue) <= 5  # 3 answered, at most 2 more in flight on 3 workers
+    recovered = core.ex.recover()
+    assert len(recovered) == 12
+    for row in recovered:
+        assert row.state == "acknowledged" or (row.state == "failed" and row.reason), row
+    assert core.ex.recover() == []  # nothing left to resolve; no second send
+    assert core.client.request_counts["POST /v2/orders"] == 12 - len(at_venue)  # only the rest
+    assert len(core.emu.orders()) == 12
     assert_invariant(core.journal, core.emu)

@@ -272,3 +272,66 @@ def test_keys_never_in_logs_or_repr(
     assert live_emu.key_id not in text
     assert live_emu.secret_key not in text
     session.store.close()
+
+
+class BuyBothOnce(bt.Strategy):  # type: ignore[misc]
+    """On the first live bar: buys every data, plus one order it cancels before the flush."""
+
+    params = (("seen", None),)
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def notify_order(self, order: Any) -> None:
+        self.p.seen.append((order.data._name, order.ref, order.getstatusname()))
+
+    def next(self) -> None:
+        if self.sent or any(d._laststatus != d.LIVE for d in self.datas):
+            return
+        if len({d.datetime[0] for d in self.datas}) != 1:
+            return  # wait for a bar step that both datas share
+        for data in self.datas:
+            self.buy(data=data, size=1)
+        assert all(self.broker.has_open_order(d) for d in self.datas)  # queued counts as open
+        extra = self.buy(data=self.datas[0], size=1)
+        self.cancel(extra)  # still queued: canceled locally, never journaled nor sent
+        self.sent = True
+
+
+def test_orders_of_one_step_are_sent_as_one_batch(live_emu: Emulator, tmp_path: Path) -> None:
+    store = AlpacaStore.for_emulator(
+        live_emu, journal=tmp_path / "j.db", risk=emulator_risk(TIMEFRAMES), silence_timeout=10.0
+    )
+    batches: list[list[str]] = []
+    original = store.executor.submit_many
+
+    def spy(requests: Any) -> Any:
+        batches.append([r.symbol for r in requests])
+        return original(requests)
+
+    store.executor.submit_many = spy  # type: ignore[method-assign]
+    seen: list[tuple[str, int, str]] = []
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.setbroker(store.getbroker())
+    for symbol in ("AAPL", "MSFT"):
+        cerebro.adddata(store.getdata(symbol, "1d", backfill_bars=5), name=symbol)
+    cerebro.addstrategy(BuyBothOnce, seen=seen)
+    thread = threading.Thread(target=cerebro.run, daemon=True)
+    thread.start()
+    wait_until(lambda: store.sources["stock"].state == "live", 10.0)
+    live_emu.wait_for_streams(timeout=10.0, trading=1)
+    for _ in range(200):  # notify_order runs on the strategy's next bar: keep stepping
+        live_emu.advance(1)
+        if sum(1 for s in seen if s[2] == "Accepted") == 2:
+            break
+        time.sleep(0.03)
+    store.stop()
+    thread.join(10.0)
+    assert batches[0] == ["AAPL", "MSFT"]  # one batch, the canceled order not in it
+    by_ref = sequences(seen)  # type: ignore[arg-type]
+    assert sorted(v[:2] for v in by_ref.values()) == [
+        ["Submitted", "Accepted"], ["Submitted", "Accepted"], ["Submitted", "Canceled"],
+    ]  # fmt: skip
+    assert len(store.journal.orders()) == 2
+    assert_invariant(store.journal, live_emu)
+    store.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.brokers.journal import Journal, JournalError, make_client_order_id
+from modelyard.brokers.journal import Intent, Journal, JournalError, make_client_order_id
 
 BAR = datetime(2024, 1, 3, 21, 0, tzinfo=UTC)
 
@@ -167,3 +167,92 @@ def test_naive_decision_timestamps_are_refused(journal: Journal) -> None:
             decision_bar_ts=BAR.replace(tzinfo=None),
         )  # fmt: skip
     assert journal.orders() == []
+
+
+def spec(symbol: str = "AAPL", **changes: object) -> Intent:
+    fields: dict[str, object] = {
+        "strategy_id": "trend1", "symbol": symbol, "position_symbol": symbol.replace("/", ""),
+        "side": "buy", "qty": 1.0, "notional": None, "order_type": "market",
+        "limit_price": None, "time_in_force": "day", "decision_bar_ts": BAR,
+    }  # fmt: skip
+    fields.update(changes)
+    return Intent(**fields)  # type: ignore[arg-type]
+
+
+def test_a_batch_of_intents_is_one_transaction_with_sequences(journal: Journal) -> None:
+    rows = journal.record_intents(
+        [spec(), spec(), spec("MSFT"), spec("MSFT", failed_reason="risk:kill_switch: on")]
+    )
+    assert [(r.symbol, r.seq, r.state) for r in rows] == [
+        ("AAPL", 0, "intent"), ("AAPL", 1, "intent"), ("MSFT", 0, "intent"),
+        ("MSFT", 1, "failed"),
+    ]  # fmt: skip
+    assert rows[3].reason == "risk:kill_switch: on"
+    assert [e[1] for e in journal.events(rows[3].client_order_id)] == ["intent", "failed"]
+    assert rows[1].client_order_id == make_client_order_id("trend1", "AAPL", BAR, 1)
+
+
+def test_a_batch_is_all_or_nothing(journal: Journal) -> None:
+    with pytest.raises(JournalError, match="timezone-aware"):
+        journal.record_intents([spec(), spec(decision_bar_ts=BAR.replace(tzinfo=None))])
+    with pytest.raises(sqlite3.IntegrityError):
+        journal.record_intents([spec(), spec(side="hold")])  # CHECK constraint, second row
+    assert journal.orders() == []
+
+
+def test_mark_submitted_moves_only_intents(journal: Journal) -> None:
+    first, second = journal.record_intents([spec(), spec()])
+    journal.transition(second.client_order_id, "failed", reason="test")
+    rows = journal.mark_submitted([first.client_order_id, second.client_order_id])
+    assert [r.state for r in rows] == ["submitted", "failed"]
+    assert [e[1] for e in journal.events(first.client_order_id)] == ["intent", "submitted"]
+
+
+def _sync(journal: Journal) -> int:
+    return int(journal._db.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_durability_is_chosen_per_transaction(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+    assert _sync(journal) == 2  # FULL at rest, after an intent
+    with journal.transaction(durable=False):
+        assert _sync(journal) == 1  # NORMAL: what the venue can tell again
+        journal.transition(coid, "submitted")
+        journal.apply_broker(coid, "new", broker_order_id="b-1")
+        with pytest.raises(JournalError, match="durable write inside a non-durable"):
+            journal.set_risk_state("kill_switch", {"active": True})
+        with pytest.raises(JournalError, match="durable write inside a non-durable"):
+            journal.record_intents([spec("MSFT")])
+    assert _sync(journal) == 2  # back to FULL for the next transaction
+    assert journal.get(coid).state == "acknowledged"
+    assert journal.get_risk_state("kill_switch") is None
+    assert [r.symbol for r in journal.orders()] == ["AAPL"]
+    with journal.transaction(durable=True):
+        assert _sync(journal) == 2
+        journal.record_fill(coid, "e1", 1.0, 100.0)  # a NORMAL write may join a FULL one
+
+
+def test_a_failing_call_in_a_group_undoes_only_itself(journal: Journal) -> None:
+    first, second = intent(journal), intent(journal)
+    with journal.transaction(durable=True):
+        journal.transition(first.client_order_id, "submitted")
+        with pytest.raises(JournalError, match="intent -> filled"):
+            journal.transition(second.client_order_id, "filled")
+        journal.transition(second.client_order_id, "failed", reason="test")
+    assert journal.get(first.client_order_id).state == "submitted"
+    assert journal.get(second.client_order_id).state == "failed"
+
+
+def test_an_error_in_a_group_rolls_the_whole_group_back(journal: Journal) -> None:
+    coid = intent(journal).client_order_id
+
+    def group() -> None:
+        with journal.transaction(durable=False):
+            journal.transition(coid, "submitted")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        group()
+    assert journal.get(coid).state == "intent"
+    assert _sync(journal) == 2
+    assert journal.transition(coid, "submitted").state == "submitted"  # the journal still works

@@ -15,7 +15,9 @@ One store per account and strategy holds the connections and the order machinery
   :class:`~modelyard.emulator.Emulator`.
 * Bars of one kind (stocks, crypto) share one websocket (:class:`StreamSource`); REST history
   (:class:`AlpacaHistory`) backfills and fills gaps. Orders go through :class:`OrderExecutor`
-  (risk -> journal -> POST); ``trade_updates`` arrive on a :class:`TradingStream` thread.
+  (risk -> journal -> POST; a bar's orders as one batch, POSTed concurrently, each POST worker
+  with its own client and HTTP session from the store's keys); ``trade_updates`` arrive on a
+  :class:`TradingStream` thread.
 """
 
 from __future__ import annotations
@@ -124,8 +126,11 @@ class AlpacaStore:
         self.history = AlpacaHistory(key, secret, url_override=url_override)
         self.risk = RiskEngine(risk or RiskConfig(), self.journal)
         self.executor = OrderExecutor(
-            self.journal, self.client, self.risk, strategy_id, classifier=classifier
-        )
+            self.journal, self.client, self.risk, strategy_id, classifier=classifier,
+            client_factory=lambda: AlpacaClient(
+                key, secret, live=live, url_override=url_override, policy=policy
+            ),
+        )  # fmt: skip
         self.classifier = self.executor.classifier
         self.hub = BarHub()
         self.sources: dict[str, StreamSource] = {}
@@ -214,8 +219,10 @@ class AlpacaStore:
             return
         from alpaca.trading.stream import TradingStream
 
+        # raw_data: the executor reads the event's JSON; alpaca-py's pydantic TradeUpdate
+        # costs the GIL time the bar -> POST path needs when a whole bar's fills arrive
         stream = TradingStream(
-            self._key_id, self._secret_key, paper=not self.live,
+            self._key_id, self._secret_key, paper=not self.live, raw_data=True,
             url_override=self.trading_stream_url,  # type: ignore[arg-type]
         )  # fmt: skip
         stream.subscribe_trade_updates(handler)
@@ -243,6 +250,7 @@ class AlpacaStore:
     def close(self) -> None:
         """:meth:`stop`, then close the HTTP sessions (and the journal when the store opened it)."""
         self.stop()
+        self.executor.close()
         self.client.close()
         self.history.close()
         if self._owns_journal:

@@ -5,8 +5,13 @@
   then an estimate, ``notional / close``). Equity quantities are cut to 9 decimals, and to
   whole shares for a limit order or an asset that is not fractionable (Alpaca's rules);
   crypto quantities are floored to the asset's increment by the executor.
-* Submission is synchronous: risk check -> journal -> POST (:meth:`OrderExecutor.submit`).
-  ``notify_order`` then sees ``Submitted`` and, on the venue's answer, ``Accepted``;
+* Submission is batched per strategy step: ``buy``/``sell`` notify ``Submitted`` and queue the
+  order; right after the strategy's ``prenext``/``next`` (an analyzer the broker adds to every
+  strategy at ``start``, found through Backtrader's own owner lookup) :meth:`AlpacaBroker.flush`
+  sends the step's orders through :meth:`OrderExecutor.submit_many`: one clock read, the risk
+  checks in order, one durable journal commit, concurrent POSTs. Orders placed outside a
+  strategy step (``notify_data``, timers) go at the broker's next ``next()`` or ``stop()``.
+  ``notify_order`` then sees, on the venue's answer, ``Accepted``;
   :class:`~modelyard.errors.RiskLimitBreached` -> ``Rejected`` (journaled ``failed``, never
   sent); a 403 (buying power, available quantity) -> ``Margin``; another refusal ->
   ``Rejected``. With ``dry_run`` the intent is journaled ``failed`` with reason ``dry_run``
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import backtrader as bt
 
+from modelyard.brokers.executor import OrderRequest, SubmitResult
 from modelyard.brokers.journal import TERMINAL_STATES, JournalOrder
 from modelyard.errors import BrokerError, OrderRejected, RiskLimitBreached
 from modelyard.feeds.bt_feeds import bt_num_to_utc
@@ -63,6 +69,16 @@ def equity_qty(size: float, *, whole: bool) -> float:
     return math.floor(size * 1e9 + 1e-6) / 1e9
 
 
+class _FlushOrders(bt.Analyzer):  # type: ignore[misc]
+    """Sends the orders a strategy placed in this step as one batch: Backtrader runs a
+    strategy's analyzers right after its ``prenext``/``nextstart``/``next``."""
+
+    params = (("broker", None),)
+
+    def next(self) -> None:
+        self.p.broker.flush()
+
+
 class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
     """See the module docstring. Made by :meth:`AlpacaStore.getbroker`."""
 
@@ -86,6 +102,9 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         self._lock = threading.Lock()
         self._last_sync = 0.0
         self._fractionable: dict[str, bool] = {}
+        # placed, not yet flushed: (order, request, perf_counter of its bar's arrival)
+        self._pending: list[tuple[Any, OrderRequest, float]] = []
+        self._lengths: list[int] = []  # bars per data at the last next(): a new bar step?
         # (client_order_id, bar received, POST answered), perf_counter seconds; for benchmarks
         self.timings: list[tuple[str, float, float]] = []
 
@@ -98,10 +117,37 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         for name in self.store.datas:
             qty = venue.get(self.executor.classifier.alpaca_position_symbol(name), 0.0)
             self.positions[name] = bt.Position(size=qty, price=0.0)
+        self._warm_assets()
+        self._install_flush()
         self.store.start_trade_updates(self._on_trade_update)
 
     def stop(self) -> None:
+        self.flush()
         super().stop()
+
+    def _install_flush(self) -> None:
+        """Add :class:`_FlushOrders` to the running Cerebro (called from its ``runstrategies``,
+        before the strategies are made; the same frame lookup Backtrader uses for owners)."""
+        cerebro = bt.metabase.findowner(self, bt.Cerebro)
+        if cerebro is None:
+            logger.warning("no Cerebro found: orders are sent at the broker's next cycle")
+            return
+        cerebro.analyzers[:] = [a for a in cerebro.analyzers if a[0] is not _FlushOrders]
+        cerebro.addanalyzer(_FlushOrders, broker=self)
+
+    def _warm_assets(self) -> None:
+        """Read the asset facts orders need (fractionable, crypto increments) before the first
+        live bar, not on its critical path. Failures are not cached: the order asks again."""
+        for name in self.store.datas:
+            info = self.executor.classifier.classify(name)
+            try:
+                if info.asset_class == "crypto":
+                    self.executor.asset(info.canonical)
+                elif info.canonical not in self._fractionable:
+                    asset = self.executor.client.get_asset(info.canonical)
+                    self._fractionable[info.canonical] = asset.fractionable
+            except BrokerError as exc:
+                logger.warning("%s: asset not read at start (%s)", name, exc)
 
     def refresh_account(self) -> None:
         """Re-read the cash from the account, unless fills landed during the request."""
@@ -129,7 +175,9 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         return position.clone() if clone else position
 
     def has_open_order(self, data: Any) -> bool:
-        return any(o.data is data for o in self.open_orders.values())
+        return any(o.data is data for o in self.open_orders.values()) or any(
+            item[0].data is data for item in self._pending
+        )
 
     def get_notification(self) -> Any:
         return self.notifs.popleft() if self.notifs else None
@@ -158,6 +206,12 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         return self._submit(order, kwargs)
 
     def cancel(self, order: Any) -> None:
+        queued = [item for item in self._pending if item[0] is order]
+        if queued:  # never journaled, never sent
+            self._pending.remove(queued[0])
+            order.cancel()
+            self.notify(order)
+            return
         coid = self.coids.get(order.ref)
         if coid is None or not order.alive():
             return
@@ -168,7 +222,14 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         self._sync(coid)
 
     def next(self) -> None:
-        """Apply journal changes (trade updates, reconciliation) to the open orders."""
+        """Send what is still queued, then apply journal changes (trade updates,
+        reconciliation) to the open orders. A new bar starts reading the venue clock for the
+        orders the strategies are about to place."""
+        self.flush()
+        lengths = [len(data) for data in self.store.datas.values()]
+        if lengths != self._lengths:
+            self._lengths = lengths
+            self.executor.prefetch_clock()
         due: set[str] = set()
         while True:
             try:
@@ -233,27 +294,49 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
                 decision_bar_ts=bar_ts, failed_reason="dry_run",
             )  # fmt: skip
             return self._refuse(order, "dry_run")
+        request = OrderRequest(
+            symbol, side, bar_ts, qty=qty, notional=notional, price=close,
+            order_type="limit" if limit else "market", limit_price=limit_price,
+        )  # fmt: skip
+        self._pending.append((order, request, getattr(data, "bar_received", 0.0)))
+        return order
+
+    def flush(self) -> None:
+        """Send the queued orders as one batch (:meth:`OrderExecutor.submit_many`)."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
         try:
-            row = self.executor.submit(
-                symbol, side, decision_bar_ts=bar_ts, qty=qty, notional=notional, price=close,
-                order_type="limit" if limit else "market", limit_price=limit_price,
-            )  # fmt: skip
-        except RiskLimitBreached as exc:
-            return self._refuse(order, f"risk:{exc.rule}")
-        except OrderRejected as exc:
-            return self._refuse(order, str(exc), margin=exc.status == 403)
-        except (BrokerError, ValueError) as exc:
-            logger.error("%s: order not placed: %s", symbol, exc)
-            return self._refuse(order, str(exc))
+            results = self.executor.submit_many([item[1] for item in batch])
+        except Exception as exc:  # the journal refused the batch: nothing was sent
+            logger.exception("%d orders not placed", len(batch))
+            for order, _, _ in batch:
+                self._refuse(order, f"not placed: {exc}")
+            return
+        for (order, _, received), result in zip(batch, results, strict=True):
+            self._settle(order, result, received)
+
+    def _settle(self, order: Any, result: SubmitResult, received: float) -> None:
+        error, row = result.error, result.row
+        if isinstance(error, RiskLimitBreached):
+            self._refuse(order, f"risk:{error.rule}")
+            return
+        if row is None or row.state == "failed":
+            if isinstance(error, OrderRejected):
+                self._refuse(order, str(error), margin=error.status == 403)
+            else:
+                logger.error("%s: order not placed: %s", order.data._name, error)
+                self._refuse(order, str(error or (row.reason if row else "not placed")))
+            return
+        if error is not None:  # sent, outcome unknown: recovery/reconciliation settle the row
+            logger.error("%s: %s; tracked until the journal knows", row.client_order_id, error)
         coid = row.client_order_id
-        received = getattr(data, "bar_received", 0.0)
         if received:
-            self.timings.append((coid, received, time.perf_counter()))
+            self.timings.append((coid, received, result.answered_at))
         self.coids[order.ref] = coid
         self.open_orders[coid] = order
         self._applied[coid] = set()
         self._apply(order, row)
-        return order
 
     def _refuse(self, order: Any, reason: str, *, margin: bool = False) -> Any:
         order.addinfo(reason=reason)

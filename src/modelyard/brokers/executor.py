@@ -1,14 +1,22 @@
-"""``OrderExecutor``: risk check -> journal intent (committed) -> POST -> journal the answer.
+"""``OrderExecutor``: risk check -> journal intent (durable) -> POST -> journal the answer.
 
-Never an order twice: the ``client_order_id`` is deterministic and written before the POST; an
-unknown outcome (timeout, 5xx, dropped connection) is resolved with
+Never an order twice: the ``client_order_id`` is deterministic and written (``FULL`` commit)
+before the POST; an unknown outcome (timeout, 5xx, dropped connection) is resolved with
 ``GET /v2/orders:by_client_order_id``: found -> adopted; a confirmed 404 -> resent with the
 same id (bounded; the venue refuses a second order with the same id); still unknown -> left
 ``submitted`` for :meth:`OrderExecutor.recover` / reconciliation.
 
 Never an order lost: :meth:`OrderExecutor.recover` resolves every ``intent``/``submitted`` row
 at startup the same way, and :meth:`OrderExecutor.on_trade_update` applies ``trade_updates``
-idempotently (fills deduplicated by ``execution_id``).
+idempotently (fills deduplicated by ``execution_id``), one short ``NORMAL`` transaction each.
+
+Batches (:meth:`OrderExecutor.submit_many`, the orders of one bar): one venue clock read, the
+risk checks in order (each order sees the ones before it), every intent in ONE durable
+transaction, ``submitted`` in one ``NORMAL`` transaction, the POSTs concurrently on
+``post_workers`` threads (each with its own :class:`AlpacaClient` from ``client_factory``: a
+``requests.Session`` is not documented thread-safe; without a factory they go one by one on
+``client``), then the answers in one transaction. :meth:`OrderExecutor.submit` is a batch of one,
+POSTed on the calling thread. The journal's lock is never held during an HTTP call.
 
 Symbols: orders use Alpaca's order form (``BTC/USD``), positions its position form (``BTCUSD``);
 both come from :class:`~modelyard.routing.classifier.AssetClassifier`.
@@ -17,29 +25,40 @@ both come from :class:`~modelyard.routing.classifier.AssetClassifier`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal
 
-from modelyard.brokers.alpaca_client import AlpacaClient, AssetInfo, BrokerOrder, OutcomeUnknown
+from modelyard.brokers._batch import (
+    CLOCK_MAX_AGE_S,
+    POST_WORKERS,
+    Answer,
+    OrderRequest,
+    Plan,
+    Poster,
+    SubmitResult,
+)
+from modelyard.brokers._trade_updates import apply_trade_update
+from modelyard.brokers.alpaca_client import AlpacaClient, AssetInfo, BrokerOrder, ClockInfo
 from modelyard.brokers.journal import (
     OPEN_STATES,
     UNRESOLVED_STATES,
+    Intent,
     Journal,
     JournalOrder,
 )
 from modelyard.brokers.reconcile import adopt_order
 from modelyard.brokers.risk import OrderCheck, RiskEngine
-from modelyard.errors import BrokerError, BrokerUnavailable, OrderRejected, RiskLimitBreached
+from modelyard.errors import BrokerError, OrderRejected, RiskLimitBreached
 from modelyard.routing.classifier import AssetClassifier
 
-__all__ = ["OrderExecutor"]
+__all__ = ["CLOCK_MAX_AGE_S", "POST_WORKERS", "OrderExecutor", "OrderRequest", "SubmitResult"]
 
 logger = logging.getLogger(__name__)
 Side = Literal["buy", "sell"]
-_FILL_EVENTS = frozenset({"fill", "partial_fill"})
-_FINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
 
 
 def _default_classifier() -> AssetClassifier:
@@ -61,20 +80,50 @@ class OrderExecutor:
         classifier: AssetClassifier | None = None,
         max_resubmits: int = 2,
         stage_hook: Callable[[str, str], None] | None = None,
+        client_factory: Callable[[], AlpacaClient] | None = None,
+        post_workers: int = POST_WORKERS,
     ) -> None:
         if not strategy_id.strip():
             raise ValueError("strategy_id must not be empty")
         self.journal = journal
-        self.client = client
         self.risk = risk
         self.strategy_id = strategy_id
         self.classifier = classifier or _default_classifier()
-        self.max_resubmits = max_resubmits
         self._stage_hook = stage_hook  # observation points for tests and metrics
+        self._poster = Poster(client, client_factory, post_workers, max_resubmits, self._stage)
         self._assets: dict[str, AssetInfo] = {}
         self.prices: dict[str, float] = {}  # last price by position symbol
         if risk.cancel_open_orders is None:
             risk.cancel_open_orders = self.cancel_open_orders
+
+    @property
+    def client(self) -> AlpacaClient:
+        """The client of single orders, recovery, lookups and cancels."""
+        return self._poster.client
+
+    @client.setter
+    def client(self, client: AlpacaClient) -> None:
+        self._poster.client = client
+
+    @property
+    def max_resubmits(self) -> int:
+        return self._poster.max_resubmits
+
+    @property
+    def post_workers(self) -> int:
+        return self._poster.post_workers
+
+    def close(self) -> None:
+        """Stop the POST workers and close their clients (``client`` stays the caller's)."""
+        self._poster.close()
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests per endpoint over ``client`` and the POST workers' clients."""
+        return self._poster.request_counts()
+
+    def prefetch_clock(self) -> None:
+        """Start reading the venue clock for the next batch (see :meth:`Poster.prefetch_clock`)."""
+        self._poster.prefetch_clock()
 
     # -- submit ------------------------------------------------------------------------------
     def submit(
@@ -96,6 +145,63 @@ class OrderExecutor:
         :class:`OrderRejected` (journaled ``failed``). A row left ``submitted`` means the outcome
         is still unknown; :meth:`recover` or reconciliation settles it.
         """
+        request = OrderRequest(
+            symbol, side, decision_bar_ts, qty, notional, price, order_type, limit_price,
+            time_in_force,
+        )  # fmt: skip
+        (result,) = self.submit_many([request])
+        if result.error is not None:
+            raise result.error
+        assert result.row is not None
+        return result.row
+
+    def submit_many(self, requests: Sequence[OrderRequest]) -> list[SubmitResult]:
+        """Check, journal and send a batch (the orders of one bar); one result per request,
+        in order. Never raises for one order's problem (see :class:`SubmitResult`); a journal
+        failure before the POSTs raises (then nothing was sent)."""
+        results: dict[int, SubmitResult] = {}
+        plans: list[Plan] = []
+        for index, request in enumerate(requests):
+            try:
+                plans.append(self._plan(index, request))
+            except (ValueError, BrokerError) as exc:
+                results[index] = SubmitResult(request, error=exc)
+        checked = [p for p in plans if p.failed is None]
+        clock: ClockInfo | None = None
+        if checked:
+            try:
+                clock = self._poster.batch_clock()  # once per batch: one bar, one "now"
+            except BrokerError as exc:
+                for plan in checked:
+                    results[plan.index] = SubmitResult(plan.request, error=exc)
+                plans = [p for p in plans if p.failed is not None]
+        if clock is not None:
+            self._check_risk([p for p in plans if p.failed is None], clock)
+        rows = self.journal.record_intents(
+            [replace(p.intent, failed_reason=p.failed) for p in plans]
+        )
+        sendable: list[JournalOrder] = []
+        for plan, row in zip(plans, rows, strict=True):
+            if plan.failed is None:
+                sendable.append(row)
+                continue
+            error = plan.error or OrderRejected(f"{row.client_order_id}: {plan.failed}")
+            if isinstance(error, RiskLimitBreached):
+                logger.warning("%s refused: %s", row.client_order_id, plan.failed)
+            results[plan.index] = SubmitResult(plan.request, row, error, time.perf_counter())
+        by_coid = {row.client_order_id: plan for plan, row in zip(plans, rows, strict=True)}
+        for row in sendable:
+            self._stage("intent_written", row.client_order_id)
+        sendable = self.journal.mark_submitted([r.client_order_id for r in sendable])
+        for answer in self._record(self._poster.post_all(sendable)):
+            plan = by_coid[answer.row.client_order_id]
+            results[plan.index] = SubmitResult(plan.request, answer.row, answer.error, answer.at)
+        return [results[i] for i in range(len(requests))]
+
+    def _plan(self, index: int, request: OrderRequest) -> Plan:
+        """Validate and normalise one request (no journal write, no risk check yet)."""
+        side, qty, notional = request.side, request.qty, request.notional
+        order_type, limit_price = request.order_type, request.limit_price
         if side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell', got {side!r}")
         if (qty is None) == (notional is None):
@@ -104,14 +210,16 @@ class OrderExecutor:
             raise ValueError("qty and notional must be > 0")
         if order_type == "limit" and limit_price is None:
             raise ValueError("a limit order needs limit_price=")
-        info = self.classifier.classify(symbol)
+        info = self.classifier.classify(request.symbol)
         order_symbol = info.canonical
-        position_symbol = self.classifier.alpaca_position_symbol(symbol)
+        position_symbol = self.classifier.alpaca_position_symbol(request.symbol)
         crypto = info.asset_class == "crypto"
-        tif = time_in_force or ("gtc" if crypto else "day")
-        ref = price or limit_price or self.prices.get(position_symbol)
+        tif = request.time_in_force or ("gtc" if crypto else "day")
+        ref = request.price or limit_price or self.prices.get(position_symbol)
         if ref is None:
-            raise ValueError(f"{symbol}: pass price= (the decision bar's close) for risk checks")
+            raise ValueError(
+                f"{request.symbol}: pass price= (the decision bar's close) for risk checks"
+            )
         self.prices[position_symbol] = ref
         intent: dict[str, Any] = {
             "strategy_id": self.strategy_id,
@@ -123,34 +231,35 @@ class OrderExecutor:
             "order_type": order_type,
             "limit_price": limit_price,
             "time_in_force": tif,
-            "decision_bar_ts": decision_bar_ts,
+            "decision_bar_ts": request.decision_bar_ts,
         }
         local = self._local_problem(order_symbol, crypto, qty, notional, tif, intent)
-        if local is not None:
-            row = self.journal.record_intent(**intent, failed_reason=local)
-            raise OrderRejected(f"{row.client_order_id}: {local}")
-        clock = self.client.get_clock()
-        units = intent["qty"] if intent["qty"] is not None else (notional or 0.0) / ref
-        check = OrderCheck(
-            symbol=position_symbol,
-            asset_class=info.asset_class,
-            signed_qty=units if side == "buy" else -units,
-            price=ref,
-            decision_bar_ts=decision_bar_ts,
-            now=clock.timestamp,
-            market_open=clock.is_open,
-        )
-        try:
-            self.risk.check(check, positions=self.projected_positions(), prices=self.prices)
-        except RiskLimitBreached as exc:
-            reason = f"risk:{exc.rule}: {exc}"
-            row = self.journal.record_intent(**intent, failed_reason=reason)
-            logger.warning("%s refused: %s", row.client_order_id, reason)
-            raise
-        row = self.journal.record_intent(**intent)
-        self._stage("intent_written", row.client_order_id)
-        self.risk.record_sent()
-        return self._send(row)
+        return Plan(index, request, Intent(**intent), info.asset_class, ref, failed=local)
+
+    def _check_risk(self, plans: list[Plan], clock: ClockInfo) -> None:
+        """The risk checks in order; each order sees the projected positions of those before
+        it (exactly as if submitted one by one). Refusals are marked on the plan."""
+        positions = self.projected_positions()
+        for plan in plans:
+            intent = plan.intent
+            units = intent.qty if intent.qty is not None else (intent.notional or 0.0) / plan.ref
+            check = OrderCheck(
+                symbol=intent.position_symbol,
+                asset_class=plan.asset_class,
+                signed_qty=units if intent.side == "buy" else -units,
+                price=plan.ref,
+                decision_bar_ts=intent.decision_bar_ts,
+                now=clock.timestamp,
+                market_open=clock.is_open,
+            )
+            try:
+                self.risk.check(check, positions=positions, prices=self.prices)
+            except RiskLimitBreached as exc:
+                plan.failed, plan.error = f"risk:{exc.rule}: {exc}", exc
+                continue
+            self.risk.record_sent()
+            symbol = intent.position_symbol
+            positions[symbol] = positions.get(symbol, 0.0) + check.signed_qty
 
     def _local_problem(
         self,
@@ -162,7 +271,7 @@ class OrderExecutor:
         intent: dict[str, Any],
     ) -> str | None:
         if crypto and qty is not None:
-            asset = self._asset(symbol)
+            asset = self.asset(symbol)
             floored = _floor(qty, asset.min_trade_increment)
             intent["qty"] = floored
             minimum = asset.min_order_size or 0.0
@@ -174,7 +283,8 @@ class OrderExecutor:
             return "fractional and notional equity orders must be market/day orders"
         return None
 
-    def _asset(self, symbol: str) -> AssetInfo:
+    def asset(self, symbol: str) -> AssetInfo:
+        """The venue's facts about ``symbol`` (cached)."""
         asset = self._assets.get(symbol)
         if asset is None:
             asset = self.client.get_asset(symbol)
@@ -182,54 +292,35 @@ class OrderExecutor:
         return asset
 
     def _send(self, row: JournalOrder) -> JournalOrder:
-        coid = row.client_order_id
+        """POST one journaled row (recovery); raises :class:`OrderRejected` on a refusal."""
         if row.state == "intent":
-            self.journal.transition(coid, "submitted")
-        for attempt in range(self.max_resubmits + 1):
-            try:
-                order = self.client.submit_order(
-                    row.symbol,
-                    "buy" if row.side == "buy" else "sell",
-                    client_order_id=coid,
-                    qty=row.qty,
-                    notional=row.notional,
-                    order_type="limit" if row.order_type == "limit" else "market",
-                    limit_price=row.limit_price,
-                    time_in_force=row.time_in_force,
-                )
-            except OrderRejected as exc:
-                if attempt > 0:  # a resend: the first POST may have landed after all
-                    found = self._lookup(coid)
-                    if found is not None:
-                        return self._adopt(found)
-                reason = f"rejected: HTTP {exc.status} code {exc.code}: {exc}"
-                self.journal.transition(coid, "failed", reason=reason)
-                raise
-            except OutcomeUnknown as exc:
-                logger.warning("%s: outcome unknown (%s); looking it up", coid, exc)
-                try:
-                    found = self.client.get_order_by_client_id(coid)
-                except BrokerUnavailable as lookup_exc:
-                    logger.error("%s: still unknown (%s); left submitted", coid, lookup_exc)
-                    return self.journal.get(coid)
-                if found is not None:
-                    return self._adopt(found)
-                logger.warning("%s: confirmed absent; resending with the same id", coid)
-                continue
-            except BrokerUnavailable as exc:  # 429s or connect timeouts: never processed
-                logger.error("%s: venue unavailable (%s); left submitted", coid, exc)
-                return self.journal.get(coid)
-            self._stage("posted", coid)
-            return self._adopt(order)
-        logger.error("%s: %d resends without an answer; left submitted", coid, self.max_resubmits)
-        return self.journal.get(coid)
+            row = self.journal.transition(row.client_order_id, "submitted")
+        (answer,) = self._record([self._poster.post(row, self.client, resend=True)])
+        if answer.error is not None:
+            raise answer.error
+        return answer.row
 
-    def _lookup(self, coid: str) -> BrokerOrder | None:
+    def _record(self, answers: list[Answer]) -> list[Answer]:
+        """Journal the venue's answers in one transaction: ``NORMAL`` (the venue can tell them
+        again), ``FULL`` when one of them is a refusal (``failed`` is ours)."""
+        durable = any(a.failed is not None for a in answers)
         try:
-            return self.client.get_order_by_client_id(coid)
+            with self.journal.transaction(durable=durable):
+                return [replace(a, row=self._journal_answer(a)) for a in answers]
+        except Exception:
+            logger.exception("answers not journaled; recovery and reconciliation adopt them")
+            return [replace(a, row=self.journal.get(a.row.client_order_id)) for a in answers]
+
+    def _journal_answer(self, answer: Answer) -> JournalOrder:
+        coid = answer.row.client_order_id
+        try:
+            if answer.order is not None:
+                return self._adopt(answer.order)
+            if answer.failed is not None:
+                return self.journal.transition(coid, "failed", reason=answer.failed)
         except BrokerError as exc:
-            logger.error("%s: lookup failed: %s", coid, exc)
-            return None
+            logger.error("%s: answer not journaled (%s); reconciliation adopts it", coid, exc)
+        return self.journal.get(coid)
 
     def _adopt(self, order: BrokerOrder) -> JournalOrder:
         return adopt_order(self.journal, order, source="rest")
@@ -339,42 +430,9 @@ class OrderExecutor:
         Catches everything: alpaca-py's stream swallows handler exceptions and can spin.
         """
         try:
-            self._apply_event(event)
+            apply_trade_update(self.journal, event)
         except Exception:
             logger.exception("trade update could not be applied; reconciliation will catch up")
-
-    def _apply_event(self, event: Any) -> None:
-        fields = _event_fields(event)
-        order = BrokerOrder.from_json(fields["order"])
-        coid = order.client_order_id
-        if self.journal.find(coid) is None:
-            logger.info("trade update for %s, not in this journal; ignored", coid)
-            return
-        kind = str(getattr(fields["event"], "value", fields["event"]))
-        if kind in _FILL_EVENTS:
-            qty, price = _float_or_none(fields.get("qty")), _float_or_none(fields.get("price"))
-            execution_id = fields.get("execution_id")
-            if qty and price and execution_id is not None:
-                self.journal.record_fill(
-                    coid,
-                    str(execution_id),
-                    qty,
-                    price,
-                    cumulative_qty=order.filled_qty,
-                    cumulative_avg=order.filled_avg_price,
-                    at=_utc(fields.get("timestamp")),
-                )
-            else:
-                self.journal.sync_filled(
-                    coid, order.filled_qty, order.filled_avg_price, source="stream"
-                )
-        elif order.filled_qty > 0:
-            self.journal.sync_filled(
-                coid, order.filled_qty, order.filled_avg_price, source="stream"
-            )
-        status = kind if kind in _FINAL_EVENTS else order.status
-        reason = f"venue: {kind}" if kind == "rejected" else None
-        self.journal.apply_broker(coid, status, broker_order_id=order.id, reason=reason)
 
 
 def _floor(qty: float, increment: float | None) -> float:
@@ -382,24 +440,3 @@ def _floor(qty: float, increment: float | None) -> float:
         return qty
     step = Decimal(str(increment))
     return float((Decimal(str(qty)) / step).to_integral_value(rounding=ROUND_FLOOR) * step)
-
-
-def _float_or_none(value: Any) -> float | None:
-    return None if value is None or value == "" else float(value)
-
-
-def _utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _event_fields(event: Any) -> Mapping[str, Any]:
-    if isinstance(event, Mapping):
-        data = event.get("data", event)
-        return data if isinstance(data, Mapping) else {}
-    return {
-        name: getattr(event, name, None)
-        for name in ("event", "execution_id", "order", "timestamp", "qty", "price")
-    }

@@ -292,7 +292,7 @@ class PaperSession:
             "held_back_orders": self.gate.held_back,
             "reconnects": sum(s.reconnects for s in self.store.sources.values()),
             "gap_filled_bars": sum(s.gap_filled for s in self.store.sources.values()),
-            "posts": self.store.client.request_counts["POST /v2/orders"],
+            "posts": self.store.executor.request_counts().get("POST /v2/orders", 0),
         }
         return Result(
             equity=equity,

@@ -1,0 +1,77 @@
+"""``trade_updates`` events -> the journal (fills deduplicated by ``execution_id``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from modelyard.brokers.alpaca_client import BrokerOrder
+from modelyard.brokers.journal import Journal
+
+__all__ = ["apply_trade_update"]
+
+logger = logging.getLogger("modelyard.brokers.executor")
+_FILL_EVENTS = frozenset({"fill", "partial_fill"})
+_FINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
+
+
+def apply_trade_update(journal: Journal, event: Any) -> None:
+    """Apply one ``trade_updates`` event (alpaca-py ``TradeUpdate`` or its JSON) idempotently,
+    in one ``NORMAL`` transaction (no fsync: the journal lock is held for microseconds)."""
+    fields = _event_fields(event)
+    order = BrokerOrder.from_json(fields["order"])
+    coid = order.client_order_id
+    kind = str(getattr(fields["event"], "value", fields["event"]))
+    with journal.transaction(durable=False):  # one short commit per event, no fsync
+        if journal.find(coid) is None:
+            logger.info("trade update for %s, not in this journal; ignored", coid)
+            return
+        _apply(journal, coid, kind, order, fields)
+
+
+def _apply(
+    journal: Journal, coid: str, kind: str, order: BrokerOrder, fields: Mapping[str, Any]
+) -> None:
+    if kind in _FILL_EVENTS:
+        qty, price = _float_or_none(fields.get("qty")), _float_or_none(fields.get("price"))
+        execution_id = fields.get("execution_id")
+        if qty and price and execution_id is not None:
+            journal.record_fill(
+                coid,
+                str(execution_id),
+                qty,
+                price,
+                cumulative_qty=order.filled_qty,
+                cumulative_avg=order.filled_avg_price,
+                at=_utc(fields.get("timestamp")),
+            )
+        else:
+            journal.sync_filled(coid, order.filled_qty, order.filled_avg_price, source="stream")
+    elif order.filled_qty > 0:
+        journal.sync_filled(coid, order.filled_qty, order.filled_avg_price, source="stream")
+    status = kind if kind in _FINAL_EVENTS else order.status
+    reason = f"venue: {kind}" if kind == "rejected" else None
+    journal.apply_broker(coid, status, broker_order_id=order.id, reason=reason)
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None or value == "" else float(value)
+
+
+def _utc(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _event_fields(event: Any) -> Mapping[str, Any]:
+    if isinstance(event, Mapping):
+        data = event.get("data", event)
+        return data if isinstance(data, Mapping) else {}
+    return {
+        name: getattr(event, name, None)
+        for name in ("event", "execution_id", "order", "timestamp", "qty", "price")
+    }
