@@ -198,12 +198,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise DataError("the comparison produced no rows; check --symbols, --start and --end")
     out = Path(args.out) if args.out is not None else _default_out()
     document = comparison_document(comparison)
+    document["in_sample"] = notes = _in_sample(comparison, args.config)
     write_comparison(comparison, out, overwrite=args.out is not None, document=document)
+    for note in notes:
+        sys.stderr.write(f"modelyard: warning: {note}\n")
     if args.json:
         sys.stdout.write(json.dumps({"out": str(out), **document}, indent=2) + "\n")
     else:
         _print_tables(comparison, out)
     return _report_failures(comparison)
+
+
+def _in_sample(comparison: Comparison, config_path: Path | None) -> list[str]:
+    """Say where the run overlaps a served model's training window (from its model card):
+    P&L and IC there are in-sample; ``modelyard eval`` gives walk-forward out-of-sample IC."""
+    from modelyard.config import load_config
+    from modelyard.models.cards import read_card
+
+    starts = [e.index[0] for e in comparison.equity.values() if len(e)]
+    if not starts:
+        return []
+    first = min(starts)
+    config = load_config(config_path)
+    served = sorted({str(r["model_id"]) for routes in comparison.routes.values() for r in routes})
+    notes = []
+    for model_id in served:
+        spec = config.models.get(model_id)
+        card = read_card(spec.path) if spec is not None and spec.path.is_file() else None
+        if card is not None and first <= datetime.fromisoformat(card.training_end):
+            notes.append(
+                f"{model_id} was trained on bars up to {card.training_end[:10]}: results from "
+                f"{first.date()} to then are in-sample (use --start after it, or "
+                "`modelyard eval` for walk-forward out-of-sample IC)"
+            )
+    return notes
 
 
 def _report_failures(comparison: Comparison) -> int:

@@ -208,3 +208,21 @@ def test_errors_are_one_line_and_exit_2_without_a_report(
     assert captured.out == ""
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_flags_the_window_the_models_were_trained_on(
+    small_run: tuple[dict[str, Any], Path, str],
+) -> None:
+    from modelyard.config import load_config
+    from modelyard.models.cards import read_card
+
+    payload, _out, stderr = small_run
+    config = load_config()
+    expected = []
+    for model_id in ("crypto_v1", "equities_v1", "universal_v1"):
+        card = read_card(config.models[model_id].path)
+        assert card is not None
+        expected.append(f"{model_id} was trained on bars up to {card.training_end[:10]}")
+    assert [note.split(":")[0] for note in payload["in_sample"]] == expected
+    assert all("in-sample" in note for note in payload["in_sample"])
+    assert stderr.count("warning: ") == len(expected)
