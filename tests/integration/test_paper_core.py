@@ -123,7 +123,7 @@ def assert_invariant(journal: Journal, emu: Emulator) -> None:
     ours = {r.client_order_id for r in rows}
     assert [i for i in ids if i.startswith("my-") and i not in ours] == []
     implied, held = journal.positions(), emu.positions()
-    assert sorted(implied) == sorted(held)
+    assert sorted(implied) == sorted(held), (implied, held)
     for symbol, qty in held.items():
         assert implied[symbol] == pytest.approx(qty, abs=1e-9), symbol
 

@@ -256,3 +256,17 @@ def test_an_error_in_a_group_rolls_the_whole_group_back(journal: Journal) -> Non
     assert journal.get(coid).state == "intent"
     assert _sync(journal) == 2
     assert journal.transition(coid, "submitted").state == "submitted"  # the journal still works
+
+
+def test_one_increment_left_by_a_floored_sell_is_still_a_position(journal: Journal) -> None:
+    """Regression: a sell floored to the crypto increment left BTCUSD 1e-9 at the venue, and
+    positions() dropped it as noise, so journal and venue disagreed."""
+    buy = intent(journal, "BTC/USD", "buy", 0.956473929).client_order_id
+    journal.transition(buy, "submitted")
+    journal.apply_broker(buy, "new", broker_order_id="b-1")
+    journal.record_fill(buy, "e1", 0.956473929, 10_000.0)
+    sell = intent(journal, "BTC/USD", "sell", 0.956473928).client_order_id
+    journal.transition(sell, "submitted")
+    journal.apply_broker(sell, "new", broker_order_id="b-2")
+    journal.record_fill(sell, "e2", 0.956473928, 10_000.0)  # leaves 9.99999972e-10
+    assert journal.positions() == {"BTCUSD": pytest.approx(1e-9, abs=1e-15)}

@@ -20,6 +20,7 @@ __all__ = [
     "BROKER_STATES",
     "EPS",
     "OPEN_STATES",
+    "POSITION_EPS",
     "RANK",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -43,6 +44,7 @@ __all__ = [
 
 logger = logging.getLogger("modelyard.brokers.journal")  # the journal's own log
 EPS = 1e-9
+POSITION_EPS = 1e-12  # below any venue increment; above float summation noise
 SCHEMA_VERSION = 1
 TERMINAL_STATES = frozenset({"filled", "canceled", "expired", "rejected", "failed"})
 OPEN_STATES = frozenset({"acknowledged", "partially_filled"})

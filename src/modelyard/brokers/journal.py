@@ -56,6 +56,7 @@ from modelyard.brokers._journal_schema import (
     BROKER_STATES,
     EPS,
     OPEN_STATES,
+    POSITION_EPS,
     RANK,
     SCHEMA,
     SCHEMA_VERSION,
@@ -387,7 +388,9 @@ class Journal:
             " GROUP BY position_symbol"
         ):
             out[symbol] = out.get(symbol, 0.0) + float(qty)
-        return {s: q for s, q in out.items() if abs(q) > EPS}
+        # Keep anything above float noise: 1e-9 is one crypto increment, a real position
+        # (e.g. what a floored sell leaves behind) that the venue reports too.
+        return {s: q for s, q in out.items() if abs(q) > POSITION_EPS}
 
     def record_adjustment(self, position_symbol: str, delta: float, reason: str) -> None:
         """Journal a position change adopted from the venue (reconciliation)."""
