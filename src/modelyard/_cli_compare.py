@@ -179,10 +179,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
             f"modelyard: error: --workers sizes --executor processes or dask; not {args.executor}\n"
         )
         return 2
+    bars = None
+    if args.start is None and not args.in_sample:
+        bars = _oos_bars(symbols, args.config, args.timeframe, args.end)
+        symbols = list(bars)
     progress = _StageProgress(enabled=not args.json)
     try:
         comparison = compare(
             symbols,
+            bars=bars,
             start=args.start,
             end=args.end,
             timeframe=args.timeframe,
@@ -210,28 +215,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _in_sample(comparison: Comparison, config_path: Path | None) -> list[str]:
-    """Say where the run overlaps a served model's training window (from its model card):
-    P&L and IC there are in-sample; ``modelyard eval`` gives walk-forward out-of-sample IC."""
+    """Say which symbols' runs overlap the bars their serving model was trained on (from the
+    model card's per-symbol windows): P&L and IC there are in-sample."""
     from modelyard.config import load_config
     from modelyard.models.cards import read_card
 
-    starts = [e.index[0] for e in comparison.equity.values() if len(e)]
-    if not starts:
-        return []
-    first = min(starts)
     config = load_config(config_path)
-    served = sorted({str(r["model_id"]) for routes in comparison.routes.values() for r in routes})
-    notes = []
-    for model_id in served:
-        spec = config.models.get(model_id)
-        card = read_card(spec.path) if spec is not None and spec.path.is_file() else None
-        if card is not None and first <= datetime.fromisoformat(card.training_end):
-            notes.append(
-                f"{model_id} was trained on bars up to {card.training_end[:10]}: results from "
-                f"{first.date()} to then are in-sample (use --start after it, or "
-                "`modelyard eval` for walk-forward out-of-sample IC)"
-            )
-    return notes
+    overlap: dict[str, list[str]] = {}
+    for variant, routes in comparison.routes.items():
+        for route in routes:
+            symbol, model_id = str(route["symbol"]), str(route["model_id"])
+            curve = comparison.symbol_equity.get((variant, symbol))
+            spec = config.models.get(model_id)
+            if curve is None or not len(curve) or spec is None or not spec.path.is_file():
+                continue
+            card = read_card(spec.path)
+            window = card.windows.get(symbol) if card is not None else None
+            if window is not None and curve.index[0] <= datetime.fromisoformat(window[1]):
+                trained_to = window[1][:10]
+                overlap.setdefault(model_id, []).append(f"{symbol} (trained to {trained_to})")
+    return [
+        f"{model_id} was trained on bars this run scores: {', '.join(sorted(set(items)))}; "
+        "those results are in-sample (drop --in-sample / --start, or see `modelyard eval`)"
+        for model_id, items in sorted(overlap.items())
+    ]
+
+
+def _oos_bars(
+    symbols: list[str] | None, config_path: Path | None, timeframe: str, end: str | None
+) -> dict[str, Any]:
+    """Each symbol's bars from its asset class's ``oos_start`` on: the window the shipped
+    models never saw. The first bars of it go to the features' warm-up."""
+    from modelyard.config import load_config
+    from modelyard.feeds import load_bars
+    from modelyard.routing.classifier import AssetClassifier
+    from modelyard.strategies.backtest import DEFAULT_SYMBOLS
+
+    config = load_config(config_path)
+    classifier = AssetClassifier(config)
+    names = symbols if symbols is not None else list(DEFAULT_SYMBOLS)
+    bars = {}
+    for symbol in names:
+        oos = config.class_config(classifier.classify(symbol).asset_class).oos_start
+        bars[symbol] = load_bars(symbol, timeframe, start=oos, end=end)
+    return bars
 
 
 def _report_failures(comparison: Comparison) -> int:
@@ -300,7 +327,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SYMBOL",
         help="symbols, space- or comma-separated (default: AAPL,MSFT,IBM,GOOG,BTC/USD,ETH/USD)",
     )
-    parser.add_argument("--start", default=None, help="first date (UTC), e.g. 2005-01-01")
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="first date (UTC), e.g. 2005-01-01 (default: each asset class's oos_start, the "
+        "first bar the shipped models never saw)",
+    )
+    parser.add_argument(
+        "--in-sample",
+        action="store_true",
+        help="score each symbol's whole history, including the bars the models trained on",
+    )
     parser.add_argument("--end", default=None, help="last date (UTC, inclusive)")
     parser.add_argument("--timeframe", default="1d", help="bar timeframe (default 1d)")
     parser.add_argument("--cash", type=_positive_cash, default=100_000.0, help="starting cash")

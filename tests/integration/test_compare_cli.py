@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import modelyard.cli as cli
@@ -213,16 +214,48 @@ def test_errors_are_one_line_and_exit_2_without_a_report(
 def test_compare_flags_the_window_the_models_were_trained_on(
     small_run: tuple[dict[str, Any], Path, str],
 ) -> None:
+    """SMALL scores 2012-06..2015-06: AAPL's models stopped training at the end of 2009
+    (out of sample), BTC/USD's trained until mid-2018 (in sample)."""
     from modelyard.config import load_config
     from modelyard.models.cards import read_card
 
     payload, _out, stderr = small_run
     config = load_config()
     expected = []
-    for model_id in ("crypto_v1", "equities_v1", "universal_v1"):
+    for model_id in ("crypto_v1", "universal_v1"):
         card = read_card(config.models[model_id].path)
         assert card is not None
-        expected.append(f"{model_id} was trained on bars up to {card.training_end[:10]}")
-    assert [note.split(":")[0] for note in payload["in_sample"]] == expected
-    assert all("in-sample" in note for note in payload["in_sample"])
+        assert card.windows["BTC/USD"][1] > "2015-06-30"
+        expected.append(
+            f"{model_id} was trained on bars this run scores: "
+            f"BTC/USD (trained to {card.windows['BTC/USD'][1][:10]})"
+        )
+    assert [note.split(";")[0] for note in payload["in_sample"]] == expected
     assert stderr.count("warning: ") == len(expected)
+
+
+def test_compare_defaults_to_each_class_out_of_sample_window(
+    main: Callable[[list[str]], int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from modelyard.config import load_config
+
+    oos = {k: v.oos_start for k, v in load_config().asset_classes.items()}
+    real = compare_module.compare
+    seen: dict[str, pd.DataFrame] = {}
+
+    def spy(*args: Any, **kwargs: Any) -> Comparison:
+        seen.update(kwargs["bars"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare_module, "compare", spy)
+    out = tmp_path / "oos"
+    assert main(["compare", "--symbols", "MSFT,ETH/USD", "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["in_sample"] == []
+    assert "warning" not in captured.err
+    assert seen["MSFT"].index[0] == pd.Timestamp("2010-01-04 21:00", tz="UTC")
+    assert seen["MSFT"].index[0] >= pd.Timestamp(oos["equities"], tz="UTC")
+    assert seen["ETH/USD"].index[0] == pd.Timestamp(oos["crypto"], tz="UTC")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -51,6 +52,9 @@ class AssetClassConfig(_Frozen):
     symbols: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
     calendar: Literal["24/7", "XNYS"] = "XNYS"
+    # The first date the shipped models never saw: training uses bars before it, and
+    # `modelyard compare` scores the bars from it on (its out-of-sample window).
+    oos_start: date | None = None
     policy: PolicyConfig = PolicyConfig()
     costs: CostConfig = CostConfig()
 

@@ -40,6 +40,8 @@ class ModelCard(BaseModel):
     symbols: tuple[str, ...]
     training_start: str
     training_end: str
+    # symbol -> (first, last) bar timestamp it contributed training rows from
+    windows: dict[str, tuple[str, str]] = {}
     rows: int
     data_sha256: str
     penalty: dict[str, Any]

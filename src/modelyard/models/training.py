@@ -122,6 +122,28 @@ def default_symbols(config: AssetsConfig, asset_class: str, timeframe: str) -> l
     return [s for s in symbols if classifier.classify(s).asset_class == asset_class]
 
 
+def _before_oos(
+    config: AssetsConfig, symbol: str, frame: pd.DataFrame, end: object
+) -> pd.DataFrame:
+    """Without an explicit ``end``, train only on bars before the class's ``oos_start``: the
+    bars from it on are the out-of-sample window ``modelyard compare`` scores. Targets that
+    would need a bar from that window are NaN (the frame is cut), so none leaks in."""
+    if end is not None:
+        return frame
+    from modelyard.routing.classifier import AssetClassifier
+
+    oos = config.class_config(AssetClassifier(config).classify(symbol).asset_class).oos_start
+    if oos is None:
+        return frame
+    cut = frame[frame.index < pd.Timestamp(oos, tz="UTC")]
+    if len(cut) == 0:
+        raise ConfigError(
+            f"{symbol}: no bars before oos_start {oos}; pass --end or move oos_start",
+            key="asset_classes.*.oos_start",
+        )
+    return cut
+
+
 def train_model(
     config: AssetsConfig,
     which: str,
@@ -146,7 +168,7 @@ def train_model(
         names = list(symbols) if symbols else default_symbols(config, asset_class, timeframe)
         if not names:
             raise ConfigError(f"no bundled {timeframe} symbols for '{which}'; pass --symbols")
-        bars = {s: load_bars(s, timeframe, start, end) for s in names}
+        bars = {s: _before_oos(config, s, load_bars(s, timeframe, start, end), end) for s in names}
     dataset = build_dataset(bars, spec.spec, horizon, progress=progress)
     if dataset.feature_names != spec.features:
         raise ConfigError(
@@ -199,6 +221,7 @@ def train_model(
         symbols=tuple(sorted(bars)),
         training_start=dataset.start.isoformat(),
         training_end=dataset.end.isoformat(),
+        windows=_windows(dataset),
         rows=len(dataset),
         data_sha256=dataset.sha256(),
         penalty={
@@ -218,6 +241,17 @@ def train_model(
     written = card.write(card_path(onnx_path))
     log.info("trained %s: %d rows, alpha %g, sha256 %s", model_id, len(dataset), alpha, card.sha256)
     return TrainResult(card, onnx_path, written)
+
+
+def _windows(dataset: Dataset) -> dict[str, tuple[str, str]]:
+    out = {}
+    for symbol in sorted(set(dataset.symbols.tolist())):
+        stamps = dataset.timestamps[dataset.symbols == symbol]
+        first, last = (
+            pd.Timestamp(int(v), tz="UTC").isoformat() for v in (stamps.min(), stamps.max())
+        )
+        out[symbol] = (first, last)
+    return out
 
 
 def _finite(values: Mapping[str, float | int]) -> dict[str, Any]:
