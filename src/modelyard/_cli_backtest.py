@@ -115,19 +115,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_cash(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--cash {text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--cash must be > 0, got {text}")
-    return value
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``backtest`` command to ``subparsers`` (from ``add_subparsers``)."""
-    from modelyard.cli import _common, _routing_flags
+    from modelyard.cli import _common, _routing_flags, positive_cash
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "backtest", help="backtest the routed strategy and write a result folder"
@@ -142,7 +132,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--start", default=None, help="first date (UTC), e.g. 2005-01-01")
     parser.add_argument("--end", default=None, help="last date (UTC, inclusive)")
     parser.add_argument("--timeframe", default="1d", help="bar timeframe (default 1d)")
-    parser.add_argument("--cash", type=_positive_cash, default=100_000.0, help="starting cash")
+    parser.add_argument("--cash", type=positive_cash, default=100_000.0, help="starting cash")
     parser.add_argument(
         "--out", default=None, help="result folder (default results/backtest-<timestamp>)"
     )

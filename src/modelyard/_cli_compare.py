@@ -24,19 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "cmd_compare"]
 
-_COLUMNS: tuple[str, ...] = (
-    "total_return",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "n_trades",
-    "win_rate",
-    "exposure",
-    "turnover",
-    "ic",
-    "rank_ic",
-    "hit_rate",
-)
 _TITLES = {"symbol": "per symbol", "class": "per asset class", "portfolio": "portfolio"}
 
 
@@ -97,6 +84,7 @@ def _level_table(c: Comparison, level: str) -> Table | None:
     from modelyard.reports.tables import (
         DIFF,
         LABELS,
+        METRICS,
         format_diff,
         format_value,
         side_by_side,
@@ -113,7 +101,7 @@ def _level_table(c: Comparison, level: str) -> Table | None:
         table.add_column("class")
     table.add_column("variant")
     table.add_column("model", overflow="fold")
-    for metric in _COLUMNS:
+    for metric in METRICS:
         table.add_column(LABELS[metric], justify="right")
     names = [str(name) for _level, name in part.index.to_list()]
     for position, name in enumerate(names):
@@ -126,12 +114,12 @@ def _level_table(c: Comparison, level: str) -> Table | None:
                 *(lead if i == 0 else blank),
                 variant_label(variant),
                 "-" if model is None or model != model else str(model),
-                *(format_value(m, row.get((m, variant))) for m in _COLUMNS),
+                *(format_value(m, row.get((m, variant))) for m in METRICS),
             ]
             table.add_row(*cells)
         if len(c.variants) >= 2:
             diffs = []
-            for metric in _COLUMNS:
+            for metric in METRICS:
                 value = float(row.get((metric, DIFF), float("nan")))
                 style = _style(metric, value)
                 text = format_diff(metric, value)
@@ -275,16 +263,6 @@ def _report_failures(comparison: Comparison) -> int:
     return 0
 
 
-def _positive_cash(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--cash {text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"--cash must be > 0, got {text}")
-    return value
-
-
 def _executor(text: str) -> str:
     from modelyard.scale.executors import EXECUTOR_NAMES
 
@@ -308,7 +286,7 @@ def _workers(text: str) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``compare`` command to ``subparsers`` (from ``add_subparsers``)."""
-    from modelyard.cli import _common
+    from modelyard.cli import _common, positive_cash
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "compare",
@@ -340,7 +318,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--end", default=None, help="last date (UTC, inclusive)")
     parser.add_argument("--timeframe", default="1d", help="bar timeframe (default 1d)")
-    parser.add_argument("--cash", type=_positive_cash, default=100_000.0, help="starting cash")
+    parser.add_argument("--cash", type=positive_cash, default=100_000.0, help="starting cash")
     parser.add_argument(
         "--out", default=None, help="output folder (default results/compare-<UTC timestamp>)"
     )

@@ -66,6 +66,17 @@ def stdout_console() -> Any:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def positive_cash(text: str) -> float:
+    """argparse type of ``--cash``: a number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cash {text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--cash must be > 0, got {text}")
+    return value
+
+
 def _split_symbols(values: Sequence[str]) -> list[str]:
     from modelyard.errors import InvalidSymbolError
 

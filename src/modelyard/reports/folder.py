@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from datetime import date, datetime
 from io import StringIO
@@ -26,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from modelyard._atomic import write_text_atomic
+from modelyard._atomic import write_dir_atomic
 from modelyard.errors import ModelyardError
 from modelyard.reports.html import render_html
 from modelyard.reports.tables import flat_side_by_side, ordered
@@ -90,12 +87,6 @@ def comparison_csv(c: Comparison) -> str:
     return buf.getvalue()
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def _check_target(target: Path, overwrite: bool) -> None:
     if not target.exists():
         return
@@ -138,22 +129,4 @@ def write_comparison(
         "comparison.csv": comparison_csv(c),
         "comparison.json": json.dumps(doc, indent=2, allow_nan=False) + "\n",
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        umask = _umask()
-        for name in FILES:
-            write_text_atomic(tmp / name, texts[name])
-            os.chmod(tmp / name, 0o666 & ~umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp and mkstemp make them private
-        old: Path | None = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return write_dir_atomic(target, {name: texts[name] for name in FILES})

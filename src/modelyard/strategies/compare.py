@@ -45,6 +45,7 @@ import pandas as pd
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError, InvalidSymbolError
 from modelyard.models.metrics import metrics
+from modelyard.reports.tables import METRICS
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, shard_size_for
 from modelyard.scale.shards import (
@@ -84,24 +85,7 @@ __all__ = ["TABLE_COLUMNS", "VARIANTS", "Comparison", "ShardFailure", "compare"]
 log = logging.getLogger(__name__)
 
 VARIANTS: tuple[str, ...] = ("universal", "asset_specific")
-TABLE_COLUMNS: tuple[str, ...] = (
-    "level",
-    "name",
-    "variant",
-    "total_return",
-    "sharpe",
-    "sortino",
-    "max_drawdown",
-    "n_trades",
-    "win_rate",
-    "exposure",
-    "turnover",
-    "ic",
-    "rank_ic",
-    "hit_rate",
-    "model_id",
-    "n_bars",
-)
+TABLE_COLUMNS: tuple[str, ...] = ("level", "name", "variant", *METRICS, "model_id", "n_bars")
 Progress = Callable[[str, int, int], None]
 
 

@@ -34,9 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from io import StringIO
@@ -49,7 +46,7 @@ import pandas as pd
 import yaml
 from numba import njit
 
-from modelyard._atomic import write_text_atomic
+from modelyard._atomic import write_dir_atomic
 
 __all__ = [
     "ORDER_COLUMNS",
@@ -489,26 +486,17 @@ class Result:
         target = Path(directory)
         if target.exists() and not overwrite and any(target.iterdir()):
             raise FileExistsError(f"{target} exists and is not empty; pass overwrite=True")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        try:
-            write_text_atomic(tmp / "equity.csv", _csv(self.equity.to_frame(), index=True))
-            write_text_atomic(tmp / "orders.csv", _csv(self.orders, index=False))
-            write_text_atomic(tmp / "trades.csv", _csv(self.trades, index=False))
-            write_text_atomic(tmp / "stats.json", json.dumps(self.stats, indent=2) + "\n")
-            write_text_atomic(tmp / "routes.json", json.dumps(self.routes, indent=2) + "\n")
-            write_text_atomic(tmp / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
-            old: Path | None = None
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        return write_dir_atomic(
+            target,
+            {
+                "equity.csv": _csv(self.equity.to_frame(), index=True),
+                "orders.csv": _csv(self.orders, index=False),
+                "trades.csv": _csv(self.trades, index=False),
+                "stats.json": json.dumps(self.stats, indent=2) + "\n",
+                "routes.json": json.dumps(self.routes, indent=2) + "\n",
+                "config.yaml": yaml.safe_dump(self.config, sort_keys=False),
+            },
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Result:
