@@ -270,3 +270,16 @@ def test_one_increment_left_by_a_floored_sell_is_still_a_position(journal: Journ
     journal.apply_broker(sell, "new", broker_order_id="b-2")
     journal.record_fill(sell, "e2", 0.956473928, 10_000.0)  # leaves 9.99999972e-10
     assert journal.positions() == {"BTCUSD": pytest.approx(1e-9, abs=1e-15)}
+
+
+def test_closing_a_float_summed_position_does_not_leave_one_increment() -> None:
+    """Regression: four fills summed in floats sit a hair under a multiple of the 1e-9
+    increment, and flooring the position sold one increment less than was held."""
+    from modelyard.brokers.executor import _floor
+
+    held = 0.0
+    for qty in (0.072850955, 0.032569857, 0.15067955, 0.301554999):
+        held += qty
+    assert held == 0.5576553609999999  # the float sum is a hair off 0.557655361
+    assert _floor(held, 1e-9) == 0.557655361
+    assert _floor(0.5576553605, 1e-9) == 0.55765536  # a real half-increment still floors

@@ -435,8 +435,15 @@ class OrderExecutor:
             logger.exception("trade update could not be applied; reconciliation will catch up")
 
 
+_FLOOR_SLACK = Decimal("1e-6")
+
+
 def _floor(qty: float, increment: float | None) -> float:
+    """``qty`` floored to a multiple of ``increment``. A position summed from fills in binary
+    floats can sit a hair under a multiple (0.9564739289999999 for 0.956473929): 1e-6 of an
+    increment of slack keeps a full close from leaving one increment behind."""
     if not increment:
         return qty
     step = Decimal(str(increment))
-    return float((Decimal(str(qty)) / step).to_integral_value(rounding=ROUND_FLOOR) * step)
+    units = (Decimal(str(qty)) / step + _FLOOR_SLACK).to_integral_value(rounding=ROUND_FLOOR)
+    return float(units * step)
