@@ -27,36 +27,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+# the same synthetic universe as the comparison benchmark (this script's folder is on sys.path)
+from compare import synthetic_bars
 from modelyard.scale import local_cluster, resolve_executor, warm_worker
 from modelyard.scale.executors import process_pool
 from modelyard.strategies.compare import Comparison, compare
 
-SEED = 20261130
 log = logging.getLogger("benchmarks.scale")
-
-
-def synthetic_bars(n_symbols: int, n_bars: int, seed: int = SEED) -> dict[str, pd.DataFrame]:
-    """Hourly random walks on one timeline; symbols alternate crypto / equity tickers."""
-    rng = np.random.default_rng(seed)
-    index = pd.date_range("2010-01-01", periods=n_bars, freq="1h", tz="UTC", name="timestamp")
-    out = {}
-    for j in range(n_symbols):
-        name = (
-            f"C{j:03d}/USD" if j % 2 == 0 else "E" + "".join(chr(65 + int(d)) for d in f"{j:03d}")
-        )
-        close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n_bars)))
-        open_ = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0.0, 0.001, n_bars))
-        high = np.maximum(open_, close) * (1.0 + rng.uniform(0.0, 0.005, n_bars))
-        low = np.minimum(open_, close) * (1.0 - rng.uniform(0.0, 0.005, n_bars))
-        volume = rng.lognormal(3.0, 1.0, n_bars) + 1.0
-        out[name] = pd.DataFrame(
-            {"open": open_, "high": high, "low": low, "close": close, "volume": volume},
-            index=index,
-        )
-    return out
 
 
 class Stages:
@@ -179,9 +158,14 @@ def main() -> None:
     print("  per-shard overhead")
     print(f"    no-op shard, dask           {dask_noop * 1e3:7.1f} ms")
     print(f"    no-op shard, process pool   {pool_noop * 1e3:7.1f} ms")
+    per_extra = (
+        f"{(t1 - tw) / (n_shards - default) * 1e3:.1f} ms per extra shard"
+        if n_shards > default
+        else "no extra shards at this size"
+    )
     print(
         f"    {args.symbols} x 300 bars on dask: one-symbol shards {t1:.2f} s, default shards "
-        f"{tw:.2f} s -> {(t1 - tw) / (n_shards - default) * 1e3:.1f} ms per extra shard"
+        f"{tw:.2f} s -> {per_extra}"
     )
     print("  every run gave the serial tables and curves exactly")
 
