@@ -112,6 +112,19 @@ def build_cerebro(
     return cerebro
 
 
+def checked_names(symbols: Sequence[str] | None, cash: float) -> list[str]:
+    """The run's symbol names (``None``: :data:`DEFAULT_SYMBOLS`), stripped; both engines
+    refuse an empty list, a repeated symbol and non-positive cash the same way."""
+    names = [s.strip() for s in (DEFAULT_SYMBOLS if symbols is None else symbols)]
+    if not names or any(not s for s in names):
+        raise InvalidSymbolError("empty symbol list; pass symbols such as AAPL,BTC/USD")
+    if len(set(names)) != len(names):
+        raise InvalidSymbolError(f"symbols repeat: {names}")
+    if not cash > 0:
+        raise ValueError(f"cash must be > 0, got {cash}")
+    return names
+
+
 def run_backtest(
     symbols: Sequence[str] | None = None,
     *,
@@ -137,14 +150,7 @@ def run_backtest(
     """
     started = time.perf_counter()
     cfg = config if isinstance(config, AssetsConfig) else load_config(config)
-    names = list(DEFAULT_SYMBOLS if symbols is None else symbols)
-    names = [s.strip() for s in names]
-    if not names or any(not s for s in names):
-        raise InvalidSymbolError("empty symbol list; pass symbols such as AAPL,BTC/USD")
-    if len(set(names)) != len(names):
-        raise InvalidSymbolError(f"symbols repeat: {names}")
-    if not cash > 0:
-        raise ValueError(f"cash must be > 0, got {cash}")
+    names = checked_names(symbols, cash)
     router = AssetSpecificModelRouter(cfg, asset_specific=asset_specific, strict=strict)
     setups = symbol_setups(router, names)  # classifies: bad symbols fail here
     data = _load(names, bars, start, end, timeframe)

@@ -62,7 +62,7 @@ import pandas as pd
 import vectorbt as vbt
 
 from modelyard.config import AssetsConfig, load_config
-from modelyard.errors import DataError, InvalidSymbolError
+from modelyard.errors import DataError
 from modelyard.routing.decision import RouteDecision
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.strategies._vbt_flex import flex_callbacks
@@ -73,7 +73,7 @@ from modelyard.strategies._vbt_layout import (
     order_frame,
     previous_targets,
 )
-from modelyard.strategies.backtest import DEFAULT_SYMBOLS, TimeLike, _load
+from modelyard.strategies.backtest import TimeLike, _load, checked_names
 from modelyard.strategies.policy import DEFAULT_MAX_GROSS
 from modelyard.strategies.results import (
     Result,
@@ -338,13 +338,7 @@ def load_inputs(
     """Config, checked symbol names and their bars (bundled when ``bars`` is None), as
     :func:`~modelyard.strategies.backtest.run_backtest` loads them; no bars -> DataError."""
     cfg = config if isinstance(config, AssetsConfig) else load_config(config)
-    names = [s.strip() for s in (DEFAULT_SYMBOLS if symbols is None else symbols)]
-    if not names or any(not s for s in names):
-        raise InvalidSymbolError("empty symbol list; pass symbols such as AAPL,BTC/USD")
-    if len(set(names)) != len(names):
-        raise InvalidSymbolError(f"symbols repeat: {names}")
-    if not cash > 0:
-        raise ValueError(f"cash must be > 0, got {cash}")
+    names = checked_names(symbols, cash)
     data = _load(names, bars, start, end, timeframe)
     for name in names:
         if len(data[name]) == 0:
