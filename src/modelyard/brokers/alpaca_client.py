@@ -45,12 +45,25 @@ __all__ = [
     "ClockInfo",
     "OutcomeUnknown",
     "RetryPolicy",
+    "resolve_keys",
 ]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 KEY_ENV = "APCA_API_KEY_ID"
 SECRET_ENV = "APCA_API_SECRET_KEY"
+
+
+def resolve_keys(key_id: str | None, secret_key: str | None) -> tuple[str, str]:
+    """Explicit keys, else ``APCA_API_KEY_ID`` / ``APCA_API_SECRET_KEY`` (alpaca-py reads
+    neither); ``ConfigError`` naming the variables when either is missing."""
+    key = key_id if key_id is not None else os.environ.get(KEY_ENV)
+    secret = secret_key if secret_key is not None else os.environ.get(SECRET_ENV)
+    if not key or not secret:
+        raise ConfigError(f"Alpaca keys missing: set {KEY_ENV} and {SECRET_ENV}", key=KEY_ENV)
+    return key, secret
+
+
 _TRANSPORT_ERRORS = (
     requests.exceptions.Timeout,
     requests.exceptions.ConnectionError,
@@ -179,10 +192,7 @@ class AlpacaClient:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        key = key_id if key_id is not None else os.environ.get(KEY_ENV)
-        secret = secret_key if secret_key is not None else os.environ.get(SECRET_ENV)
-        if not key or not secret:
-            raise ConfigError(f"Alpaca keys missing: set {KEY_ENV} and {SECRET_ENV}", key=KEY_ENV)
+        key, secret = resolve_keys(key_id, secret_key)
         self.live = live
         self.url_override = url_override
         self.policy = policy or RetryPolicy()

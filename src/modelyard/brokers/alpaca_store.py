@@ -23,7 +23,6 @@ One store per account and strategy holds the connections and the order machinery
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from modelyard.brokers.alpaca_client import KEY_ENV, SECRET_ENV, AlpacaClient, RetryPolicy
+from modelyard.brokers.alpaca_client import AlpacaClient, RetryPolicy, resolve_keys
 from modelyard.brokers.executor import OrderExecutor
 from modelyard.brokers.journal import Journal
 from modelyard.brokers.risk import RiskConfig, RiskEngine
@@ -104,10 +103,7 @@ class AlpacaStore:
         reconnect_backoff: tuple[float, float] = (0.25, 10.0),
         dry_run: bool = False,
     ) -> None:
-        key = key_id if key_id is not None else os.environ.get(KEY_ENV)
-        secret = secret_key if secret_key is not None else os.environ.get(SECRET_ENV)
-        if not key or not secret:
-            raise ConfigError(f"Alpaca keys missing: set {KEY_ENV} and {SECRET_ENV}", key=KEY_ENV)
+        key, secret = resolve_keys(key_id, secret_key)
         self._key_id, self._secret_key = key, secret
         self._redact = _RedactKeys(key, secret)
         for name in _FRAME_LOGGERS:
