@@ -14,7 +14,12 @@ import yaml
 from modelyard.config import load_config, parse_config
 from modelyard.routing import AssetSpecificModelRouter
 from modelyard.strategies.backtest import build_cerebro, run_backtest
-from modelyard.strategies.routed import LiveTargets, RoutedStrategy, StrategyCore
+from modelyard.strategies.routed import (
+    LiveTargets,
+    PrecomputedTargets,
+    RoutedStrategy,
+    StrategyCore,
+)
 from modelyard.strategies.signals import predict_history, symbol_setups
 from tests.integration.conftest_backtest import calibrated_registry
 
@@ -62,7 +67,8 @@ def _config(tmp_path: Path, base: dict[str, Any], **costs: dict[str, float]) -> 
 
 
 def test_ten_bars_by_hand(tmp_path: Path, base_config_dict: dict[str, Any]) -> None:
-    """Decision at the close of t, fill at the open of t+1 with slippage, fee on notional."""
+    """Decision at the close of t, fill at the open of t+1 with slippage, fee on notional; an
+    unchanged target (bar 2 repeats bar 1's 0.4) places no order, the position drifts."""
     cfg = _config(tmp_path, base_config_dict, equities={"fees": 0.001, "slippage": 0.0005})
     index = pd.date_range("2024-01-01 21:00", periods=10, freq="D", tz="UTC")
     opens = [100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0, 107.0, 108.0, 109.0]
@@ -99,7 +105,8 @@ def test_ten_bars_by_hand(tmp_path: Path, base_config_dict: dict[str, Any]) -> N
         value = cash + units * c
         expected_equity.append(value)
         target = weights[t] * value / c
-        if abs(target - units) >= 1e-6:
+        changed = weights[t] != (weights[t - 1] if t else 0.0)
+        if changed and abs(target - units) >= 1e-6:
             pending = target
     got = list(
         zip(
@@ -112,7 +119,7 @@ def test_ten_bars_by_hand(tmp_path: Path, base_config_dict: dict[str, Any]) -> N
         )
     )
     assert [(g[0], g[1]) for g in got] == [(e[0], e[1]) for e in expected_orders]
-    assert [g[0] for g in got] == [index[2], index[3], index[4], index[6], index[7]]
+    assert [g[0] for g in got] == [index[2], index[4], index[6], index[7]]
     np.testing.assert_allclose([g[2:] for g in got], [e[2:] for e in expected_orders], rtol=1e-12)
     np.testing.assert_allclose(result.equity.to_numpy(), expected_equity, rtol=1e-12)
     assert list(result.equity.index) == list(index)
@@ -134,11 +141,11 @@ def test_long_short_shorts_fill_at_open_minus_slippage(
         ["MSFT"], bars={"MSFT": bars}, predictions={"MSFT": pred}, config=parse_config(raw)
     )
     orders = result.orders
-    assert orders["side"].tolist() == ["sell", "buy", "buy", "sell"]
-    # bar 0: -0.5 (cap) short; bar 1 rebalances; bar 2 flips to long 0.2; bar 3 flat
+    assert orders["side"].tolist() == ["sell", "buy", "sell"]
+    # bar 0: -0.5 (cap) short; bar 1 holds -0.5 (no order); bar 2 flips to long 0.2; bar 3 flat
     np.testing.assert_allclose(
         orders["price"].to_numpy(),
-        bars["open"].to_numpy()[1:5] * np.array([0.999, 1.001, 1.001, 0.999]),
+        bars["open"].to_numpy()[[1, 3, 4]] * np.array([0.999, 1.001, 0.999]),
         rtol=1e-15,
     )
     np.testing.assert_allclose(
@@ -268,7 +275,7 @@ def test_live_mode_trades_exactly_like_the_precomputed_backtest(
         ),
     }
     backtest = run_backtest(list(bars), bars=bars, config=config, asset_specific=True)
-    assert len(backtest.orders) > 20
+    assert len(backtest.orders) > 10
 
     router = AssetSpecificModelRouter(config, asset_specific=True)
     setups = symbol_setups(router, list(bars))
@@ -282,3 +289,35 @@ def test_live_mode_trades_exactly_like_the_precomputed_backtest(
     assert orders["side"].tolist() == backtest.orders["side"].tolist()
     np.testing.assert_allclose(orders["size"], backtest.orders["size"], rtol=1e-9)
     np.testing.assert_allclose(core.equity_series(), backtest.equity, rtol=1e-12)
+
+
+class _HeldBack(RoutedStrategy):  # type: ignore[misc]
+    """Holds back (returns None for) the first three orders, as the live gate does on warm-up
+    bars or while an order of the data is still working."""
+
+    held_back = 0
+
+    def order_target_size(self, data: Any = None, target: float = 0, **kwargs: Any) -> Any:
+        if _HeldBack.held_back < 3:
+            _HeldBack.held_back += 1
+            return None
+        return super().order_target_size(data=data, target=target, **kwargs)
+
+
+def test_an_order_held_back_is_placed_on_a_later_bar_of_the_same_target(
+    tmp_path: Path, base_config_dict: dict[str, Any]
+) -> None:
+    """An unchanged target places no order, unless its order never left: then it is retried."""
+    config = load_config(_config(tmp_path, base_config_dict))
+    index = pd.date_range("2024-01-01 21:00", periods=10, freq="D", tz="UTC")
+    bars = {"AAPL": _bars(index, [100.0 + k for k in range(10)])}
+    setups = symbol_setups(AssetSpecificModelRouter(config, asset_specific=False), ["AAPL"])
+    core = StrategyCore(["AAPL"], PrecomputedTargets([np.full(10, 0.4)]), [0.5])
+    cerebro = build_cerebro(bars, setups, 100_000.0)
+    cerebro.addstrategy(_HeldBack, core=core)
+    _HeldBack.held_back = 0
+    cerebro.run()
+    orders = core.fills_frame()
+    assert _HeldBack.held_back == 3
+    assert orders["timestamp"].tolist() == [index[4]]  # decided at bar 3, filled at bar 4
+    assert orders["side"].tolist() == ["buy"]

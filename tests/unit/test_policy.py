@@ -10,7 +10,13 @@ import pytest
 
 from modelyard.config import PolicyConfig
 from modelyard.errors import ConfigError
-from modelyard.strategies.policy import GrossLimiter, PolicyState, limit_gross, target_weights
+from modelyard.strategies.policy import (
+    GrossLimiter,
+    PolicyState,
+    limit_gross,
+    order_targets,
+    target_weights,
+)
 from modelyard.strategies.routed import MIN_ORDER_UNITS, PlannedOrder, plan_orders
 
 NAN = math.nan
@@ -18,6 +24,7 @@ LONG = PolicyConfig(entry_threshold=0.01, exit_threshold=0.004, scale=10.0, cap=
 LONG_SHORT = PolicyConfig(
     entry_threshold=0.01, exit_threshold=0.004, scale=10.0, cap=0.3, long_short=True
 )
+BANDED = LONG_SHORT.model_copy(update={"rebalance_band": 0.05})
 
 
 def test_long_only_enters_above_entry_and_holds_until_exit() -> None:
@@ -46,11 +53,32 @@ def test_nan_prediction_is_flat_and_resets_the_state() -> None:
     )
 
 
+def test_rebalance_band_holds_the_weight_until_it_moves_more_than_the_band() -> None:
+    pred = [0.02, 0.024, 0.026, 0.0255, 0.019, 0.05, 0.003, 0.011, -0.02, -0.016, NAN, 0.012]
+    # 0.2 held while within 0.05 (0.24, 0.26, 0.255 -> 0.26 moves 0.06; 0.19 is 0.07 off);
+    # 0.3 (cap); exit at 0.003 <= X; re-entry 0.11 (entries always trade); flip to -0.2
+    # (flips always trade); -0.16 is inside the band; NaN flat; 0.12 a new entry
+    expected = [0.2, 0.2, 0.26, 0.26, 0.19, 0.3, 0.0, 0.11, -0.2, -0.2, 0.0, 0.12]
+    np.testing.assert_allclose(target_weights(pred, BANDED), expected, rtol=0, atol=1e-15)
+    no_band = target_weights(pred, LONG_SHORT)
+    assert no_band[1] == pytest.approx(0.24)
+    assert no_band[9] == pytest.approx(-0.16)
+
+
+def test_order_targets_drop_unchanged_targets_and_a_flat_start() -> None:
+    w = np.array([0.0, 0.0, 0.2, 0.2, 0.26, 0.0, 0.0, -0.1, -0.1])
+    got = order_targets(w)
+    assert np.isnan(got[[0, 1, 3, 6, 8]]).all()
+    assert got[[2, 4, 5, 7]].tolist() == [0.2, 0.26, 0.0, -0.1]
+    assert order_targets(np.array([0.3]))[0] == 0.3
+    assert order_targets(np.empty(0)).shape == (0,)
+
+
 def test_policy_state_step_matches_the_vectorized_weights_exactly() -> None:
     rng = np.random.default_rng(3)
     pred = rng.normal(scale=0.012, size=2_000)
     pred[rng.integers(0, 2_000, 50)] = np.nan
-    for policy in (LONG, LONG_SHORT):
+    for policy in (LONG, LONG_SHORT, BANDED):
         state = PolicyState(policy)
         stepped = np.array([state.step(p) for p in pred])
         vectorized = target_weights(pred, policy)
@@ -145,7 +173,9 @@ def _reference_limit_gross(
     return arrays
 
 
-@pytest.mark.parametrize("policy", [LONG, LONG_SHORT], ids=["long_only", "long_short"])
+@pytest.mark.parametrize(
+    "policy", [LONG, LONG_SHORT, BANDED], ids=["long_only", "long_short", "banded"]
+)
 def test_numba_target_weights_equal_the_python_rules_bit_for_bit(policy: PolicyConfig) -> None:
     rng = np.random.default_rng(11)
     pred = rng.normal(scale=0.012, size=5_000)

@@ -35,6 +35,8 @@ class PolicyConfig(_Frozen):
     scale: float = Field(default=1.0, gt=0.0)
     cap: float = Field(default=0.5, gt=0.0, le=1.0)
     long_short: bool = False
+    # a held weight moves only by more than this (absolute weight); 0 = every bar
+    rebalance_band: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class CostConfig(_Frozen):

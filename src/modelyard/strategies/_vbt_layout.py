@@ -18,10 +18,18 @@ import pandas as pd
 
 from modelyard.strategies.results import ORDER_COLUMNS
 
-__all__ = ["Layout", "build_layout", "decided_targets", "order_frame", "previous_targets"]
+__all__ = [
+    "Layout",
+    "build_layout",
+    "decided_targets",
+    "order_frame",
+    "previous_targets",
+    "record_fills",
+]
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ def build_layout(bars: Mapping[str, pd.DataFrame], symbols: Sequence[str]) -> La
     return Layout(index, tuple(symbols), open_, _ffill_bfill(close), has_bar, tuple(rows))
 
 
-def previous_targets(layout: Layout, weights: Mapping[str, pd.Series]) -> FloatArray:
+def previous_targets(layout: Layout, weights: Mapping[str, npt.ArrayLike]) -> FloatArray:
     """``(n, k)``: at each bar of a symbol, the target decided at its previous bar; else NaN.
 
     This is ``target.shift(1)`` in each symbol's own timeline, placed on the union timeline:
@@ -84,7 +92,7 @@ def previous_targets(layout: Layout, weights: Mapping[str, pd.Series]) -> FloatA
     return out
 
 
-def decided_targets(layout: Layout, weights: Mapping[str, pd.Series]) -> FloatArray:
+def decided_targets(layout: Layout, weights: Mapping[str, npt.ArrayLike]) -> FloatArray:
     """``(n, k)``: the target decided at each bar of a symbol (NaN without a bar)."""
     out = np.full(layout.open.shape, np.nan)
     for j, symbol in enumerate(layout.symbols):
@@ -92,20 +100,19 @@ def decided_targets(layout: Layout, weights: Mapping[str, pd.Series]) -> FloatAr
     return out
 
 
-def order_frame(
-    records: npt.NDArray[np.void],
-    index: pd.DatetimeIndex,
-    col_names: Sequence[str | None],
-) -> pd.DataFrame:
-    """vectorbt order records as the Result ``orders`` schema (timestamp, symbol, side, size,
-    price, fee); ``col_names[col]`` names a column's symbol, None leaves the column out.
+def record_fills(
+    records: npt.NDArray[np.void], wanted: Sequence[bool]
+) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray]:
+    """The fills of vectorbt order records of the columns where ``wanted[col]``:
+    ``(col, idx, signed size, price, fee)`` arrays, in execution order.
 
-    Records are kept in execution order. Two records of one column at one step (the closing and
-    opening halves of a long-short flip) become one fill, as Backtrader reports them.
+    Two records of one column at one step, adjacent among the wanted ones (the closing and
+    opening halves of a long-short flip) become one fill, as Backtrader reports them; a merged
+    fill of size 0 is dropped.
     """
-    wanted = np.array([name is not None for name in col_names], dtype=bool)
+    keep_col = np.asarray(wanted, dtype=bool)
     col = np.asarray(records["col"], dtype=np.int64)
-    keep_rec = wanted[col]
+    keep_rec = keep_col[col]
     col = col[keep_rec]
     idx = np.asarray(records["idx"], dtype=np.int64)[keep_rec]
     size = np.asarray(records["size"], dtype=np.float64)[keep_rec]
@@ -122,6 +129,20 @@ def order_frame(
             col, idx, price = col[starts], idx[starts], price[starts]
             keep = signed != 0.0
             col, idx, price, signed, fee = (a[keep] for a in (col, idx, price, signed, fee))
+    return col, idx, signed, price, fee
+
+
+def order_frame(
+    records: npt.NDArray[np.void],
+    index: pd.DatetimeIndex,
+    col_names: Sequence[str | None],
+) -> pd.DataFrame:
+    """vectorbt order records as the Result ``orders`` schema (timestamp, symbol, side, size,
+    price, fee); ``col_names[col]`` names a column's symbol, None leaves the column out.
+
+    Records are kept in execution order, flips merged (:func:`record_fills`).
+    """
+    col, idx, signed, price, fee = record_fills(records, [n is not None for n in col_names])
     # the strings are taken from a short array per column / side (no Python object per fill)
     names = pd.array([name or "" for name in col_names], dtype="str")
     sides = pd.array(["sell", "buy"], dtype="str")

@@ -15,6 +15,11 @@ starts at 0):
    the opposite entry threshold.
 5. The weight is ``min(scale * p, cap)`` when long, ``max(scale * p, -cap)`` when short, 0
    when flat. Long-only never goes below 0 (rule 3 and the short entry never fire).
+6. Rebalance band (``B`` = ``rebalance_band``, default 0): while the state stays the same and
+   non-flat, the weight keeps its last value ``h`` unless the new one differs from it by more
+   than ``B`` (``abs(w - h) > B``); entries, exits and flips always take the new weight. With
+   ``B = 0`` the weight is rule 5's at every bar. The band stops a position being traded on
+   every small wobble of the prediction, where fees cost more than the move is worth.
 
 Across symbols, a gross-exposure limit (``max_gross``, default 1.0) acts at each step of the
 union of the symbols' timelines. At a step, only the symbols with a bar at that timestamp
@@ -26,7 +31,11 @@ this is plainly "scale all weights down proportionally". The targets never excee
 
 Execution (the engines' job): the target decided at the close of bar ``t`` is traded at the
 open of the symbol's next bar ``t+1``, sized from the portfolio value at the close of ``t``
-(``units = w * value / close[t]``), with the asset class's fees and slippage.
+(``units = w * value / close[t]``), with the asset class's fees and slippage. A target equal to
+the symbol's previous target (the same float, after the gross limit; the first is compared with
+0) places no order: the position is left to drift with its price rather than traded back to the
+weight every bar (:func:`order_targets`; an order the broker refused is therefore retried only
+when the target next changes).
 
 Implementation: :func:`target_weights` and :func:`limit_gross` run numba kernels that repeat
 the pure-Python rules (:class:`PolicyState`, :class:`GrossLimiter`, kept for live use) with the
@@ -53,6 +62,7 @@ __all__ = [
     "GrossLimiter",
     "PolicyState",
     "limit_gross",
+    "order_targets",
     "target_weights",
 ]
 
@@ -70,11 +80,21 @@ def _check(policy: PolicyConfig) -> None:
 
 
 def _step(
-    state: int, p: float, entry: float, exit_: float, scale: float, cap: float, long_short: bool
+    state: int,
+    held: float,
+    p: float,
+    entry: float,
+    exit_: float,
+    scale: float,
+    cap: float,
+    long_short: bool,
+    band: float,
 ) -> tuple[int, float]:
-    """One bar of the rules in the module docstring: (new state, weight)."""
+    """One bar of the rules in the module docstring: (new state, weight); ``held`` is the
+    weight of the previous bar."""
     if math.isnan(p):
         return 0, 0.0
+    before = state
     if (state == 1 and not p > exit_) or (state == -1 and not p < -exit_):
         state = 0  # rules 2 and 3: the position is closed, rule 4 may re-enter
     if state == 0:
@@ -83,25 +103,38 @@ def _step(
         elif long_short and p < -entry:
             state = -1
     if state == 1:
-        return 1, min(scale * p, cap)
-    if state == -1:
-        return -1, max(scale * p, -cap)
-    return 0, 0.0
+        w = min(scale * p, cap)
+    elif state == -1:
+        w = max(scale * p, -cap)
+    else:
+        return 0, 0.0
+    if state == before and not abs(w - held) > band:
+        return state, held  # rule 6: inside the band
+    return state, w
 
 
 @njit(cache=True, nogil=True)
 def _target_weights_nb(
-    values: FloatArray, entry: float, exit_: float, scale: float, cap: float, long_short: bool
+    values: FloatArray,
+    entry: float,
+    exit_: float,
+    scale: float,
+    cap: float,
+    long_short: bool,
+    band: float,
 ) -> FloatArray:  # pragma: no cover - compiled
     """:func:`_step` over a whole series (same operations, same order)."""
     out = np.empty(values.shape[0], dtype=np.float64)
     state = 0
+    held = 0.0
     for i in range(values.shape[0]):
         p = values[i]
         if np.isnan(p):
             state = 0
+            held = 0.0
             out[i] = 0.0
             continue
+        before = state
         if (state == 1 and not p > exit_) or (state == -1 and not p < -exit_):
             state = 0
         if state == 0:
@@ -111,12 +144,17 @@ def _target_weights_nb(
                 state = -1
         if state == 1:
             w = scale * p
-            out[i] = cap if cap < w else w  # Python's min(w, cap)
+            w = cap if cap < w else w  # Python's min(w, cap)
         elif state == -1:
             w = scale * p
-            out[i] = -cap if -cap > w else w  # Python's max(w, -cap)
+            w = -cap if -cap > w else w  # Python's max(w, -cap)
         else:
+            held = 0.0
             out[i] = 0.0
+            continue
+        if not (state == before and not abs(w - held) > band):
+            held = w
+        out[i] = held
     return out
 
 
@@ -133,7 +171,21 @@ def target_weights(pred: npt.ArrayLike, policy: PolicyConfig) -> FloatArray:
         float(policy.scale),
         float(policy.cap),
         bool(policy.long_short),
+        float(policy.rebalance_band),
     )
+    return out
+
+
+def order_targets(weights: npt.ArrayLike) -> FloatArray:
+    """One symbol's targets as orders: NaN (no order) where the target equals the previous
+    one, the first compared with 0 (module docstring, "Execution"). Same length as
+    ``weights``; :class:`~modelyard.strategies.routed.StrategyCore` applies the same rule bar
+    by bar."""
+    w = np.asarray(weights, dtype=np.float64)
+    out = w.copy()
+    if len(w):
+        previous = np.concatenate([[0.0], w[:-1]])
+        out[w == previous] = np.nan
     return out
 
 
@@ -146,22 +198,25 @@ class PolicyState:
 
     policy: PolicyConfig
     state: int = 0
+    held: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.policy)
 
     def step(self, pred: float) -> float:
         p = self.policy
-        self.state, weight = _step(
+        self.state, self.held = _step(
             self.state,
+            self.held,
             float(pred),
             p.entry_threshold,
             p.exit_threshold,
             p.scale,
             p.cap,
             p.long_short,
+            p.rebalance_band,
         )
-        return weight
+        return self.held
 
 
 @dataclass(slots=True)

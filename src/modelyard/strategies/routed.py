@@ -11,7 +11,9 @@ The Backtrader subclasses here are thin; the logic lives in plain objects:
   ``units = w * broker.getvalue() / close[t]`` (fractional), caps enforced, orders under
   :data:`MIN_ORDER_UNITS` dropped, sells first (ascending target − current notional);
 * :class:`StrategyCore` runs a step: which datas have a new bar (``len(data)`` advanced; a
-  data without one does not trade), the targets, the orders (``order_target_size``, filled by
+  data without one does not trade), the targets (a target equal to the data's previous one
+  places no order, :func:`~modelyard.strategies.policy.order_targets`), the orders
+  (``order_target_size``, filled by
   the broker at the open of that data's next bar), and records equity and fills
   (``order.executed.iterpending()``).
 
@@ -213,6 +215,7 @@ class StrategyCore:
         self.fills: list[tuple[int, str, str, float, float, float]] = []
         self.rejected: list[tuple[int, str, str]] = []
         self._last_len = [0] * len(self.symbols)
+        self._held = [0.0] * len(self.symbols)
         self._datas: list[Any] = []
         self._data_index: dict[int, int] = {}
         self._strategy: Any = None
@@ -252,12 +255,16 @@ class StrategyCore:
         if self.source.needs_bars:
             bars = [self._bar(i, k) for i, k in zip(ready, positions, strict=True)]
         weights = self.source.targets(ready, positions, bars)
-        items = [
-            (i, w, datas[i].close[0], broker.getposition(datas[i]).size)
-            for i, w in zip(ready, weights, strict=True)
-        ]
+        held = self._held
+        items = []
+        for i, w in zip(ready, weights, strict=True):
+            if w == held[i]:
+                continue  # an unchanged target places no order (policy.order_targets)
+            held[i] = w
+            items.append((i, w, datas[i].close[0], broker.getposition(datas[i]).size))
         for order in plan_orders(value, items, self.caps):
-            strategy.order_target_size(data=datas[order.index], target=order.target)
+            if strategy.order_target_size(data=datas[order.index], target=order.target) is None:
+                held[order.index] = math.nan  # held back (live gate): try again next bar
         self.steps += 1
         if self.progress is not None and self.steps % self.progress_every == 0:
             self.progress(self.steps, self.total_steps)

@@ -53,13 +53,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import vectorbt as vbt
+from vectorbt.base.reshape_fns import to_2d_array
+from vectorbt.portfolio import nb as vbt_nb
+from vectorbt.portfolio.enums import Direction
+from vectorbt.records.nb import col_map_nb
 
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError
@@ -67,18 +72,22 @@ from modelyard.routing.decision import RouteDecision
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.strategies._vbt_flex import flex_callbacks
 from modelyard.strategies._vbt_layout import (
+    FloatArray,
     Layout,
     build_layout,
     decided_targets,
     order_frame,
     previous_targets,
+    record_fills,
 )
 from modelyard.strategies.backtest import TimeLike, _load, checked_names
-from modelyard.strategies.policy import DEFAULT_MAX_GROSS
+from modelyard.strategies.policy import DEFAULT_MAX_GROSS, order_targets
 from modelyard.strategies.results import (
+    Fills,
     Result,
     compute_stats,
     infer_periods_per_year,
+    stats_of_fills,
     trades_from_orders,
 )
 from modelyard.strategies.routed import MIN_ORDER_UNITS
@@ -95,6 +104,7 @@ __all__ = [
     "VARIANT_FLAGS",
     "Simulation",
     "VariantSignals",
+    "account_stats",
     "choose_engine",
     "load_inputs",
     "result_of",
@@ -162,36 +172,102 @@ def choose_engine(layout: Layout, setups: Sequence[SymbolSetup], engine: str = "
 
 @dataclass(frozen=True)
 class Simulation:
-    """One vectorbt portfolio over every variant; columns ``(variant, asset_class, symbol)``."""
+    """One vectorbt simulation over every variant; columns ``(variant, asset_class, symbol)``.
 
-    portfolio: Any  # vbt.Portfolio (untyped)
+    Construction takes what the accounts need from the vectorbt portfolio and drops it (its
+    arrays copy the layout's; at 100 symbols x 100k bars each holds hundreds of MB):
+    :attr:`values`, the value of every group (vectorbt's ``value()``, computed by its own
+    kernels: the same bits), and :attr:`records`, the order records (a compact copy).
+    ``portfolio`` is None afterwards.
+    """
+
+    portfolio: Any  # vbt.Portfolio (untyped) when built; None once values/records are taken
     layout: Layout
     columns: pd.MultiIndex
     grouping: str
     engine: str
+    #: ``(n, groups)``: each group's value on the union timeline (groups in column order)
+    values: FloatArray = field(init=False, repr=False, compare=False)
+    #: vectorbt's order records (``col``, ``idx``, ``size``, ``price``, ``fees``, ``side``)
+    records: npt.NDArray[np.void] = field(init=False, repr=False, compare=False)
+    #: each group's key: its level values (``_LEVELS[grouping]``), in column order
+    keys: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        levels = self.columns.to_frame(index=False)[_LEVELS[self.grouping]]
+        keys = tuple(dict.fromkeys(tuple(str(v) for v in row) for row in levels.itertuples(False)))
+        pf = self.portfolio
+        if pf is None:
+            raise ValueError("Simulation needs the vectorbt portfolio")
+        values = _group_values(pf)
+        if len(keys) != values.shape[1]:
+            raise RuntimeError(f"{values.shape[1]} value columns for {len(keys)} groups")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "records", np.array(pf.order_records, copy=True))
+        object.__setattr__(self, "keys", keys)
+        object.__setattr__(self, "portfolio", None)
 
     def equity(self) -> dict[tuple[str, ...], pd.Series]:
         """Value per group (key: the group's level values), on the union timeline."""
-        # vectorbt labels a lone group oddly; the groups are contiguous, in column order
-        values = np.asarray(self.portfolio.value(), dtype=np.float64)
-        values = values.reshape(len(self.layout.index), -1)
-        levels = self.columns.to_frame(index=False)[_LEVELS[self.grouping]]
-        keys = list(dict.fromkeys(tuple(str(v) for v in row) for row in levels.itertuples(False)))
-        if len(keys) != values.shape[1]:
-            raise RuntimeError(f"{values.shape[1]} value columns for {len(keys)} groups")
         return {
-            key: pd.Series(values[:, g], index=self.layout.index, name="equity")
-            for g, key in enumerate(keys)
+            key: pd.Series(self.values[:, g], index=self.layout.index, name="equity")
+            for g, key in enumerate(self.keys)
         }
+
+    def symbol_names(self, **match: str) -> list[str | None]:
+        """Per column: its symbol if its levels equal ``match``, else None."""
+        frame = self.columns.to_frame(index=False)
+        ok = np.ones(len(frame), dtype=bool)
+        for level, value in match.items():
+            ok &= (frame[level] == value).to_numpy(dtype=bool)
+        return [str(s) if keep else None for s, keep in zip(frame["symbol"], ok, strict=True)]
 
     def orders(self, **match: str) -> pd.DataFrame:
         """Fills of the columns whose levels equal ``match`` (e.g. ``variant="universal"``)."""
-        names: list[str | None] = []
-        for col in self.columns:
-            levels = dict(zip(self.columns.names, col, strict=True))
-            ok = all(levels[k] == v for k, v in match.items())
-            names.append(str(levels["symbol"]) if ok else None)
-        return order_frame(self.portfolio.order_records, self.layout.index, names)
+        return order_frame(self.records, self.layout.index, self.symbol_names(**match))
+
+    def fills(self, **match: str) -> Fills:
+        """:meth:`orders` as arrays (:class:`~modelyard.strategies.results.Fills`), the same
+        rows in the same order; ``code`` is the column of ``columns``."""
+        col, idx, signed, price, fee = record_fills(
+            self.records, [n is not None for n in self.symbol_names(**match)]
+        )
+        return Fills(
+            col,
+            np.asarray(self.layout.index.asi8, dtype=np.int64)[idx],
+            signed,
+            np.abs(signed),
+            price,
+            fee,
+            len(self.columns),
+        )
+
+
+def _group_values(pf: Any) -> FloatArray:
+    """``pf.value()`` as an ``(n, groups)`` array, through the kernels vectorbt's ``value()``
+    calls, in its order (so the same bits), without its pandas wrapping (slow, and a copy of
+    every intermediate). Long-only and long-short alike (``Direction.Both`` asset flow)."""
+    records = pf.order_records
+    shape = tuple(int(d) for d in pf.wrapper.shape_2d)
+    col_map = col_map_nb(records["col"], shape[1])
+    group_lens = pf.wrapper.grouper.get_group_lens()
+    init_cash = np.asarray(pf.get_init_cash(), dtype=np.float64).reshape(-1)
+    cash_flow = vbt_nb.cash_flow_nb(shape, records, col_map, False)
+    grouped = vbt_nb.cash_flow_grouped_nb(cash_flow, group_lens)
+    del cash_flow
+    cash = vbt_nb.cash_grouped_nb(shape, grouped, group_lens, init_cash)
+    del grouped
+    assets = vbt_nb.assets_nb(vbt_nb.asset_flow_nb(shape, records, col_map, Direction.Both))
+    close = to_2d_array(pf.close)
+    if pf.fillna_close and np.isnan(close).any():  # ffill + bfill changes nothing without NaN
+        close = to_2d_array(pf.get_filled_close())
+    close = np.array(close, dtype=np.float64, copy=True)
+    close[assets == 0] = 0.0  # as vectorbt: for a NaN price
+    asset_value = vbt_nb.asset_value_nb(close, assets)
+    del close, assets
+    grouped_value = vbt_nb.asset_value_grouped_nb(asset_value, group_lens)
+    del asset_value
+    return np.asarray(vbt_nb.value_nb(cash, grouped_value), dtype=np.float64)
 
 
 def _column_order(setups: Sequence[SymbolSetup]) -> list[int]:
@@ -228,11 +304,10 @@ def simulate(
     slippage = np.array([setups[j].costs.slippage for j in tile], dtype=np.float64)
     group_by = _LEVELS[grouping]
     started = time.perf_counter()
+    # an unchanged target places no order (policy.order_targets): NaN, in either engine
+    targets = {v: {s: order_targets(w) for s, w in weights[v].items()} for v in variants}
     if chosen == "orders":
-        size = np.concatenate([previous_targets(layout, weights[v])[:, order] for v in variants], 1)
-        # a zero target after a zero target is a no-op (long-only: the previous one went flat);
-        # NaN keeps it out of the order records
-        size[1:][(size[1:] == 0.0) & (size[:-1] == 0.0)] = np.nan
+        size = np.concatenate([previous_targets(layout, targets[v])[:, order] for v in variants], 1)
         pf = vbt.Portfolio.from_orders(
             close=close,
             size=size,
@@ -253,7 +328,7 @@ def simulate(
         )
     else:
         pf = _from_order_func(
-            layout, setups, weights, close, tile, order, fees, slippage, cash, group_by
+            layout, setups, targets, close, tile, order, fees, slippage, cash, group_by
         )
     log.debug(
         "vectorbt %s (%s): %d rows x %d columns in %.2fs",
@@ -269,7 +344,7 @@ def simulate(
 def _from_order_func(
     layout: Layout,
     setups: Sequence[SymbolSetup],
-    weights: Mapping[str, Mapping[str, pd.Series]],
+    weights: Mapping[str, Mapping[str, npt.ArrayLike]],
     close: pd.DataFrame,
     tile: np.ndarray,
     order: list[int],
@@ -387,6 +462,21 @@ def result_of(
         routes=[dict(d.as_dict()) for d in routes],
         config={"run": run},
     )
+
+
+def account_stats(
+    sim: Simulation,
+    key: tuple[str, ...],
+    fills: Fills,
+    rows: npt.NDArray[np.intp],
+    periods_per_year: float,
+) -> dict[str, float | int]:
+    """The statistics of one account of ``sim`` (the group ``key``) over the union steps
+    ``rows`` with ``fills`` (its fills, from :meth:`Simulation.fills`): the ``stats`` that
+    :func:`result_of` gives for it, from arrays (no frames)."""
+    g = sim.keys.index(key)
+    stamps = np.asarray(sim.layout.index.asi8, dtype=np.int64)[rows]
+    return stats_of_fills(stamps, sim.values[rows, g], fills, periods_per_year)
 
 
 def run_vectorized(
