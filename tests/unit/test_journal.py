@@ -283,3 +283,39 @@ def test_closing_a_float_summed_position_does_not_leave_one_increment() -> None:
     assert held == 0.5576553609999999  # the float sum is a hair off 0.557655361
     assert _floor(held, 1e-9) == 0.557655361
     assert _floor(0.5576553605, 1e-9) == 0.55765536  # a real half-increment still floors
+
+
+def test_a_batch_continues_the_sequences_of_earlier_rows(journal: Journal) -> None:
+    """The batch reads every (strategy, symbol, bar)'s next sequence at once."""
+    journal.record_intents([spec(), spec("MSFT")])
+    later = BAR + timedelta(minutes=1)
+    rows = journal.record_intents(
+        [spec("MSFT"), spec(), spec(decision_bar_ts=later), spec("MSFT"), spec(strategy_id="x")]
+    )
+    assert [(r.strategy_id, r.symbol, r.decision_bar_ts, r.seq) for r in rows] == [
+        ("trend1", "MSFT", BAR, 1), ("trend1", "AAPL", BAR, 1), ("trend1", "AAPL", later, 0),
+        ("trend1", "MSFT", BAR, 2), ("x", "AAPL", BAR, 0),
+    ]  # fmt: skip
+    assert journal.next_seq("trend1", "MSFT", BAR) == 3
+    assert [e[1] for e in journal.events(rows[0].client_order_id)] == ["intent"]
+
+
+def test_batched_reads_equal_single_reads(journal: Journal) -> None:
+    rows = journal.record_intents([spec(), spec("MSFT"), spec("NVDA")])
+    coids = [r.client_order_id for r in rows]
+    journal.record_fill(coids[1], "e1", 1.0, 10.0)
+    journal.record_fill(coids[0], "e2", 0.5, 11.0)
+    journal.record_fill(coids[1], "e3", 2.0, 12.0)
+    order = [coids[2], coids[1], coids[0], coids[1]]
+    assert journal.get_many(order) == [journal.get(c) for c in order]
+    assert journal.fills_many(coids) == {c: journal.fills(c) for c in coids}
+    assert journal.fills_many(coids)[coids[2]] == []
+    with pytest.raises(JournalError, match="unknown client_order_id 'nope'"):
+        journal.get_many([coids[0], "nope"])
+
+
+def test_mark_submitted_moves_a_repeated_id_once(journal: Journal) -> None:
+    (row,) = journal.record_intents([spec()])
+    rows = journal.mark_submitted([row.client_order_id, row.client_order_id])
+    assert [r.state for r in rows] == ["submitted", "submitted"]
+    assert [e[1] for e in journal.events(row.client_order_id)] == ["intent", "submitted"]

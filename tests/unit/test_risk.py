@@ -10,7 +10,7 @@ import pydantic
 import pytest
 
 from modelyard.brokers.journal import Journal
-from modelyard.brokers.risk import OrderCheck, RiskConfig, RiskEngine
+from modelyard.brokers.risk import KillSwitchState, OrderCheck, RiskConfig, RiskEngine
 from modelyard.errors import RiskLimitBreached
 
 NOW = datetime(2024, 1, 3, 18, 0, tzinfo=UTC)
@@ -128,3 +128,16 @@ def test_check_resend_applies_the_kill_switch_and_staleness(journal: Journal) ->
     engine.check_resend(NOW - timedelta(days=1), NOW)
     with pytest.raises(RiskLimitBreached, match="stale"):
         engine.check_resend(NOW - timedelta(days=3), NOW)
+
+
+def test_a_batch_passes_the_kill_switch_it_read_once(journal: Journal) -> None:
+    """The executor reads the kill switch once per batch and hands it to every check."""
+    engine = RiskEngine(RiskConfig(), journal)
+    assert rule_of(engine, order()) is None
+    tripped = KillSwitchState(active=True, reason="operator")
+    with pytest.raises(RiskLimitBreached, match="operator") as info:
+        engine.check(order(), positions={}, prices={}, kill_switch=tripped)
+    assert info.value.rule == "kill_switch"
+    engine.trip_kill_switch("daily loss")
+    assert rule_of(engine, order()) == "kill_switch"  # not given: read from the journal
+    engine.check(order(), positions={}, prices={}, kill_switch=KillSwitchState(active=False))

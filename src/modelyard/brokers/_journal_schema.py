@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import sqlite3
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,13 +33,16 @@ __all__ = [
     "add_event",
     "broker_state",
     "catch_up",
+    "chunks",
     "fill_totals",
     "make_client_order_id",
+    "next_seqs",
     "now_text",
     "order_state",
     "refresh_fills",
     "row_to_order",
     "set_state",
+    "set_states",
     "utc_text",
 ]
 
@@ -282,6 +286,25 @@ def set_state(
     logger.info("%s: %s -> %s%s", coid, current, to_state, f" ({reason})" if reason else "")
 
 
+def set_states(
+    db: sqlite3.Connection, moves: Sequence[tuple[str, str]], to_state: str, now: str
+) -> None:
+    """:func:`set_state` for many ``(client_order_id, current)`` at once (no reason, no
+    detail): two statements for the whole batch."""
+    db.executemany(
+        "UPDATE orders SET state = ?, updated_at = ? WHERE client_order_id = ?",
+        [(to_state, now, coid) for coid, _ in moves],
+    )
+    db.executemany(
+        "INSERT INTO events (client_order_id, from_state, to_state, reason, detail, at)"
+        " VALUES (?,?,?,?,NULL,?)",
+        [(coid, current, to_state, None, now) for coid, current in moves],
+    )
+    if logger.isEnabledFor(logging.INFO):
+        for coid, current in moves:
+            logger.info("%s: %s -> %s", coid, current, to_state)
+
+
 def add_event(
     db: sqlite3.Connection,
     coid: str,
@@ -296,3 +319,33 @@ def add_event(
         " VALUES (?,?,?,?,?,?)",
         (coid, from_state, to_state, reason, json.dumps(detail) if detail else None, now),
     )
+
+
+_CHUNK = 500  # ids per IN (...) list: below SQLite's oldest limit of 999 parameters
+
+
+def chunks(ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield tuple(ids[start : start + _CHUNK])
+
+
+def next_seqs(db: sqlite3.Connection, intents: Sequence[Intent]) -> dict[tuple[str, str, str], int]:
+    """The next sequence number of every (strategy, symbol, decision bar) of a batch of intents,
+    one read per (strategy, decision bar); keys use the bar's UTC text (:func:`utc_text`)."""
+    groups: dict[tuple[str, str], set[str]] = {}
+    for intent in intents:
+        bar = utc_text(intent.decision_bar_ts)
+        groups.setdefault((intent.strategy_id, bar), set()).add(intent.symbol)
+    out: dict[tuple[str, str, str], int] = {}
+    for (strategy_id, bar), symbols in groups.items():
+        for symbol in symbols:
+            out[(strategy_id, symbol, bar)] = 0
+        for chunk in chunks(sorted(symbols)):
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                "SELECT symbol, MAX(seq) FROM orders WHERE strategy_id = ? AND"
+                f" decision_bar_ts = ? AND symbol IN ({marks}) GROUP BY symbol"
+            )
+            for symbol, top in db.execute(sql, (strategy_id, bar, *chunk)).fetchall():
+                out[(strategy_id, symbol, bar)] = int(top) + 1
+    return out

@@ -1,8 +1,11 @@
-"""``trade_updates`` events -> the journal (fills deduplicated by ``execution_id``)."""
+"""``trade_updates`` events -> the journal (fills deduplicated by ``execution_id``), and the
+gate that holds them back while a bar's orders are on their way out."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -10,11 +13,47 @@ from typing import Any
 from modelyard.brokers.alpaca_client import BrokerOrder
 from modelyard.brokers.journal import Journal
 
-__all__ = ["apply_trade_update"]
+__all__ = ["HOLD_MAX_S", "TradeUpdateGate", "apply_trade_update"]
 
 logger = logging.getLogger("modelyard.brokers.executor")
 _FILL_EVENTS = frozenset({"fill", "partial_fill"})
 _FINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
+HOLD_MAX_S = 0.25  # the longest a bar step holds trade updates back
+
+
+class TradeUpdateGate:
+    """Gives a bar's orders the interpreter first: from the moment a live bar arrives
+    (:meth:`hold`, the stream thread) until the step's batch is answered (:meth:`release`, the
+    Backtrader thread), and at most ``max_hold`` seconds, the trade-update thread waits before
+    journaling its next event (:meth:`wait`). The events are applied in order afterwards: only
+    their bookkeeping moves (Python runs one thread at a time, and a venue that fills the last
+    bar's orders as it sends the next bar would otherwise make them compete with the journal
+    intents and the POSTs of the new one). Nothing is dropped; journaling of venue news is
+    ``NORMAL`` (the venue can tell it again) and reconciliation adopts what a crash loses.
+    """
+
+    def __init__(self, max_hold: float = HOLD_MAX_S) -> None:
+        self.max_hold = max_hold
+        self._open = threading.Event()
+        self._open.set()
+        self._until = 0.0
+
+    def hold(self) -> None:
+        """A live bar arrived: hold trade updates (for ``max_hold`` at most)."""
+        self._until = time.monotonic() + self.max_hold
+        self._open.clear()
+
+    def release(self) -> None:
+        """The step's orders are answered (or there were none): let trade updates through."""
+        self._open.set()
+
+    def wait(self) -> None:
+        """Block while held, at most until the hold expires."""
+        if self._open.is_set():
+            return
+        remaining = self._until - time.monotonic()
+        if remaining > 0:
+            self._open.wait(remaining)
 
 
 def apply_trade_update(journal: Journal, event: Any) -> None:

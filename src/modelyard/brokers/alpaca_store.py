@@ -17,7 +17,8 @@ One store per account and strategy holds the connections and the order machinery
   (:class:`AlpacaHistory`) backfills and fills gaps. Orders go through :class:`OrderExecutor`
   (risk -> journal -> POST; a bar's orders as one batch, POSTed concurrently, each POST worker
   with its own client and HTTP session from the store's keys); ``trade_updates`` arrive on a
-  :class:`TradingStream` thread.
+  :class:`TradingStream` thread. A live bar starts the venue clock read its orders need and
+  holds the trade updates until the broker's step is done (``TradeUpdateGate``).
 """
 
 from __future__ import annotations
@@ -186,6 +187,7 @@ class AlpacaStore:
                 silence_timeout=self.silence_timeout,
                 backoff=self.reconnect_backoff,
             )
+            source.on_live_bar = self._on_live_bar
             self.sources[kind] = source
         channel = BarChannel(symbol, info.canonical, info.asset_class, timeframe, self.hub)
         source.add(channel)
@@ -195,6 +197,13 @@ class AlpacaStore:
         return data
 
     # -- streams -----------------------------------------------------------------------------
+    def _on_live_bar(self) -> None:
+        """A live bar arrived (stream thread): hold trade updates until the step's orders are
+        out, and start reading the venue clock those orders' risk checks need."""
+        self.executor.trade_update_gate.hold()
+        if self._broker is not None and not self.dry_run:
+            self.executor.prefetch_clock()
+
     def _stream_factory(self, kind: str) -> Callable[[], Any]:
         key, secret = self._key_id, self._secret_key
 
@@ -238,6 +247,7 @@ class AlpacaStore:
         self._stopped = True
         for source in self.sources.values():
             source.stop()
+        self.executor.trade_update_gate.release()
         if self._trading is not None:
             stream, thread = self._trading
             self._trading = None

@@ -17,7 +17,9 @@
   ``Rejected``. With ``dry_run`` the intent is journaled ``failed`` with reason ``dry_run``
   and the order is ``Rejected`` (``order.info.reason == "dry_run"``); nothing is sent.
 * Order progress comes from the journal, which ``trade_updates`` (a ``TradingStream`` thread
-  -> ``executor.on_trade_update``, deduplicated by ``execution_id``) and reconciliation keep:
+  -> ``executor.on_trade_update``, deduplicated by ``execution_id``) and reconciliation keep
+  (a live bar holds trade updates back until the step's batch is answered, at most
+  ``HOLD_MAX_S``: see :class:`~modelyard.brokers._trade_updates.TradeUpdateGate`):
   each new journaled fill is one Backtrader execution (so the average price is the VWAP),
   ``partially_filled`` -> ``Partial``, ``filled`` -> ``Completed``, ``canceled`` ->
   ``Canceled``, ``expired`` -> ``Expired``, ``rejected`` -> ``Rejected``.
@@ -224,8 +226,8 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
     def next(self) -> None:
         """Send what is still queued, then apply journal changes (trade updates,
         reconciliation) to the open orders. A new bar starts reading the venue clock for the
-        orders the strategies are about to place."""
-        self.flush()
+        orders the strategies are about to place (whose flush releases the trade updates)."""
+        self.flush(release=False)
         lengths = [len(data) for data in self.store.datas.values()]
         if lengths != self._lengths:
             self._lengths = lengths
@@ -240,9 +242,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         if now - self._last_sync >= _SYNC_EVERY_S:
             self._last_sync = now
             due |= set(self.open_orders)
-        for coid in due:
-            if coid in self.open_orders:
-                self._sync(coid)
+        self._sync_many([coid for coid in due if coid in self.open_orders])
 
     # -- submission --------------------------------------------------------------------------
     @staticmethod
@@ -301,9 +301,13 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         self._pending.append((order, request, getattr(data, "bar_received", 0.0)))
         return order
 
-    def flush(self) -> None:
-        """Send the queued orders as one batch (:meth:`OrderExecutor.submit_many`)."""
+    def flush(self, *, release: bool = True) -> None:
+        """Send the queued orders as one batch (:meth:`OrderExecutor.submit_many`); then, with
+        ``release`` (the end of a strategy step), let the trade updates that a live bar held
+        back through (``trade_update_gate``)."""
         if not self._pending:
+            if release:
+                self.executor.trade_update_gate.release()
             return
         batch, self._pending = self._pending, []
         try:
@@ -313,10 +317,21 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
             for order, _, _ in batch:
                 self._refuse(order, f"not placed: {exc}")
             return
+        finally:
+            if release:
+                self.executor.trade_update_gate.release()
+        coids = [r.row.client_order_id for r in results if r.row is not None]
+        fills = self.journal.fills_many(coids) if coids else {}
         for (order, _, received), result in zip(batch, results, strict=True):
-            self._settle(order, result, received)
+            self._settle(order, result, received, fills)
 
-    def _settle(self, order: Any, result: SubmitResult, received: float) -> None:
+    def _settle(
+        self,
+        order: Any,
+        result: SubmitResult,
+        received: float,
+        fills: dict[str, list[tuple[str, float, float]]],
+    ) -> None:
         error, row = result.error, result.row
         if isinstance(error, RiskLimitBreached):
             self._refuse(order, f"risk:{error.rule}")
@@ -336,7 +351,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         self.coids[order.ref] = coid
         self.open_orders[coid] = order
         self._applied[coid] = set()
-        self._apply(order, row)
+        self._apply(order, row, fills.get(coid))
 
     def _refuse(self, order: Any, reason: str, *, margin: bool = False) -> Any:
         order.addinfo(reason=reason)
@@ -367,13 +382,31 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         if order is not None:
             self._apply(order, self.journal.get(coid))
 
-    def _apply(self, order: Any, row: JournalOrder) -> None:
+    def _sync_many(self, coids: list[str]) -> None:
+        """:meth:`_sync` of many open orders with two journal reads (not two per order: each
+        read waits for the journal lock, which the trade-update thread holds at bar time)."""
+        if not coids:
+            return
+        rows = self.journal.get_many(coids)
+        fills = self.journal.fills_many(coids)
+        for row in rows:
+            order = self.open_orders.get(row.client_order_id)
+            if order is not None:
+                self._apply(order, row, fills[row.client_order_id])
+
+    def _apply(
+        self, order: Any, row: JournalOrder, journaled: list[tuple[str, float, float]] | None = None
+    ) -> None:
+        """Bring ``order`` up to its journal ``row``; ``journaled``: its fills, when the caller
+        read them already (else read here)."""
         coid = row.client_order_id
         if row.state not in ("intent", "submitted", "failed") and order.status == order.Submitted:
             order.accept(self)
             self.notify(order)
         applied = self._applied.setdefault(coid, set())
-        fills = [f for f in self.journal.fills(coid) if f[0] not in applied]
+        if journaled is None:
+            journaled = self.journal.fills(coid)
+        fills = [f for f in journaled if f[0] not in applied]
         for i, (execution_id, qty, price) in enumerate(fills):
             applied.add(execution_id)
             self._execute(order, qty if order.isbuy() else -qty, price)

@@ -8,7 +8,9 @@ same id (bounded; the venue refuses a second order with the same id); still unkn
 
 Never an order lost: :meth:`OrderExecutor.recover` resolves every ``intent``/``submitted`` row
 at startup the same way, and :meth:`OrderExecutor.on_trade_update` applies ``trade_updates``
-idempotently (fills deduplicated by ``execution_id``), one short ``NORMAL`` transaction each.
+idempotently (fills deduplicated by ``execution_id``), one short ``NORMAL`` transaction each,
+after :attr:`OrderExecutor.trade_update_gate` lets them through (a live bar holds them until its
+step's batch is answered, so the batch does not share the interpreter with their bookkeeping).
 
 Batches (:meth:`OrderExecutor.submit_many`, the orders of one bar): one venue clock read, the
 risk checks in order (each order sees the ones before it), every intent in ONE durable
@@ -41,7 +43,7 @@ from modelyard.brokers._batch import (
     Poster,
     SubmitResult,
 )
-from modelyard.brokers._trade_updates import apply_trade_update
+from modelyard.brokers._trade_updates import TradeUpdateGate, apply_trade_update
 from modelyard.brokers.alpaca_client import AlpacaClient, AssetInfo, BrokerOrder, ClockInfo
 from modelyard.brokers.journal import (
     OPEN_STATES,
@@ -92,6 +94,8 @@ class OrderExecutor:
         self._stage_hook = stage_hook  # observation points for tests and metrics
         self._poster = Poster(client, client_factory, post_workers, max_resubmits, self._stage)
         self._assets: dict[str, AssetInfo] = {}
+        # held by the store's live bars, released by the broker when the step's batch is done
+        self.trade_update_gate = TradeUpdateGate()
         self.prices: dict[str, float] = {}  # last price by position symbol
         if risk.cancel_open_orders is None:
             risk.cancel_open_orders = self.cancel_open_orders
@@ -240,6 +244,7 @@ class OrderExecutor:
         """The risk checks in order; each order sees the projected positions of those before
         it (exactly as if submitted one by one). Refusals are marked on the plan."""
         positions = self.projected_positions()
+        kill_switch = self.risk.kill_switch  # one read per batch: one bar, one decision
         for plan in plans:
             intent = plan.intent
             units = intent.qty if intent.qty is not None else (intent.notional or 0.0) / plan.ref
@@ -253,7 +258,9 @@ class OrderExecutor:
                 market_open=clock.is_open,
             )
             try:
-                self.risk.check(check, positions=positions, prices=self.prices)
+                self.risk.check(
+                    check, positions=positions, prices=self.prices, kill_switch=kill_switch
+                )
             except RiskLimitBreached as exc:
                 plan.failed, plan.error = f"risk:{exc.rule}: {exc}", exc
                 continue
@@ -428,8 +435,10 @@ class OrderExecutor:
         """Apply one ``trade_updates`` event (alpaca-py ``TradeUpdate`` or its JSON) idempotently.
 
         Catches everything: alpaca-py's stream swallows handler exceptions and can spin.
+        Waits first while :attr:`trade_update_gate` is held (a bar's orders are going out).
         """
         try:
+            self.trade_update_gate.wait()
             apply_trade_update(self.journal, event)
         except Exception:
             logger.exception("trade update could not be applied; reconciliation will catch up")

@@ -46,7 +46,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -65,16 +64,18 @@ from modelyard.brokers._journal_schema import (
     Intent,
     JournalError,
     JournalOrder,
-    add_event,
     broker_state,
     catch_up,
+    chunks,
     fill_totals,
     make_client_order_id,
+    next_seqs,
     now_text,
     order_state,
     refresh_fills,
     row_to_order,
     set_state,
+    set_states,
     utc_text,
 )
 
@@ -222,30 +223,41 @@ class Journal:
         for intent in intents:
             utc_text(intent.decision_bar_ts)  # naive timestamps: refused before writing
         coids: list[str] = []
+        values: list[dict[str, Any]] = []
+        born_failed: list[tuple[str, str]] = []
         with self._tx(durable=True) as db:
+            seqs = next_seqs(db, intents)
             for intent in intents:
-                fields = asdict(intent)
-                failed_reason = fields.pop("failed_reason")
                 bar = utc_text(intent.decision_bar_ts)
-                seq = self.next_seq(intent.strategy_id, intent.symbol, intent.decision_bar_ts)
+                key = (intent.strategy_id, intent.symbol, bar)
+                seq = seqs[key]
+                seqs[key] = seq + 1  # two intents of one symbol in one batch
                 coid = make_client_order_id(
                     intent.strategy_id, intent.symbol, intent.decision_bar_ts, seq
                 )
-                fields.update(decision_bar_ts=bar, seq=seq, client_order_id=coid)
-                db.execute(
-                    "INSERT INTO orders (client_order_id, strategy_id, symbol, position_symbol,"
-                    " side, qty, notional, order_type, limit_price, time_in_force,"
-                    " decision_bar_ts, seq, state, created_at, updated_at) VALUES"
-                    " (:client_order_id, :strategy_id, :symbol, :position_symbol, :side, :qty,"
-                    " :notional, :order_type, :limit_price, :time_in_force, :decision_bar_ts,"
-                    " :seq, 'intent', :now, :now)",
-                    {**fields, "now": now},
-                )
-                add_event(db, coid, None, "intent", None, None, now)
-                if failed_reason is not None:
-                    set_state(db, coid, "intent", "failed", failed_reason, None, now)
+                fields = {name: getattr(intent, name) for name in _INTENT_COLUMNS}
+                fields.update(decision_bar_ts=bar, seq=seq, client_order_id=coid, now=now)
+                values.append(fields)
+                if intent.failed_reason is not None:
+                    born_failed.append((coid, intent.failed_reason))
                 coids.append(coid)
-            rows = [self.get(coid) for coid in coids]
+            db.executemany(
+                "INSERT INTO orders (client_order_id, strategy_id, symbol, position_symbol,"
+                " side, qty, notional, order_type, limit_price, time_in_force,"
+                " decision_bar_ts, seq, state, created_at, updated_at) VALUES"
+                " (:client_order_id, :strategy_id, :symbol, :position_symbol, :side, :qty,"
+                " :notional, :order_type, :limit_price, :time_in_force, :decision_bar_ts,"
+                " :seq, 'intent', :now, :now)",
+                values,
+            )
+            db.executemany(
+                "INSERT INTO events (client_order_id, from_state, to_state, reason, detail, at)"
+                " VALUES (?, NULL, 'intent', NULL, NULL, ?)",
+                [(coid, now) for coid in coids],
+            )
+            for coid, reason in born_failed:
+                set_state(db, coid, "intent", "failed", reason, None, now)
+            rows = self.get_many(coids)
         return rows
 
     # -- transitions -------------------------------------------------------------------------
@@ -273,10 +285,10 @@ class Journal:
         are left as they are. Returns the rows in order."""
         now = now_text()
         with self._tx(durable=False) as db:
-            for coid in client_order_ids:
-                if order_state(db, coid) == "intent":
-                    set_state(db, coid, "intent", "submitted", None, None, now)
-            return [self.get(coid) for coid in client_order_ids]
+            states = {row.client_order_id: row.state for row in self.get_many(client_order_ids)}
+            moves = [(coid, "intent") for coid in states if states[coid] == "intent"]
+            set_states(db, moves, "submitted", now)
+            return self.get_many(client_order_ids)
 
     def apply_broker(
         self,
@@ -377,6 +389,21 @@ class Journal:
         sql = "SELECT execution_id, qty, price FROM fills WHERE client_order_id = ? ORDER BY rowid"
         return [(r[0], r[1], r[2]) for r in self._query(sql, (client_order_id,))]
 
+    def fills_many(
+        self, client_order_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, float, float]]]:
+        """:meth:`fills` of many orders in one read (every id is a key, maybe empty)."""
+        out: dict[str, list[tuple[str, float, float]]] = {coid: [] for coid in client_order_ids}
+        for chunk in chunks(list(out)):
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                "SELECT client_order_id, execution_id, qty, price FROM fills"
+                f" WHERE client_order_id IN ({marks}) ORDER BY rowid"
+            )
+            for r in self._query(sql, tuple(chunk)):
+                out[r[0]].append((r[1], r[2], r[3]))
+        return out
+
     # -- positions ---------------------------------------------------------------------------
     def positions(self) -> dict[str, float]:
         """Position by Alpaca position symbol implied by the fills plus adopted adjustments."""
@@ -406,6 +433,18 @@ class Journal:
         if found is None:
             raise JournalError(f"unknown client_order_id {client_order_id!r}")
         return found
+
+    def get_many(self, client_order_ids: Sequence[str]) -> list[JournalOrder]:
+        """:meth:`get` of many orders in one read, in order; unknown ids raise."""
+        found: dict[str, JournalOrder] = {}
+        for chunk in chunks(list(dict.fromkeys(client_order_ids))):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT * FROM orders WHERE client_order_id IN ({marks})"
+            found.update((r["client_order_id"], row_to_order(r)) for r in self._query(sql, chunk))
+        missing = [coid for coid in client_order_ids if coid not in found]
+        if missing:
+            raise JournalError(f"unknown client_order_id {missing[0]!r}")
+        return [found[coid] for coid in client_order_ids]
 
     def find(self, client_order_id: str) -> JournalOrder | None:
         rows = self._query("SELECT * FROM orders WHERE client_order_id = ?", (client_order_id,))
@@ -439,3 +478,6 @@ class Journal:
                 "updated_at = excluded.updated_at",
                 (key, json.dumps(value), now_text()),
             )
+
+
+_INTENT_COLUMNS = tuple(name for name in Intent.__dataclass_fields__ if name != "failed_reason")

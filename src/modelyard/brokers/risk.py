@@ -158,13 +158,16 @@ class RiskEngine:
         *,
         positions: Mapping[str, float],
         prices: Mapping[str, float],
+        kill_switch: KillSwitchState | None = None,
     ) -> None:
         """Raise :class:`RiskLimitBreached` when ``order`` breaks a rule.
 
         ``positions`` are the projected positions before this order (journal + open orders).
+        ``kill_switch``: the state the caller read for a whole batch (one journal read per
+        batch, not per order); read here when not given.
         """
         config = self.config
-        state = self.kill_switch
+        state = self.kill_switch if kill_switch is None else kill_switch
         if state.active:
             raise RiskLimitBreached(f"kill switch is active: {state.reason}", rule="kill_switch")
         age = order.now - order.decision_bar_ts

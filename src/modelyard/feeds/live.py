@@ -192,6 +192,7 @@ class StreamSource:
         self._failures = 0
         self._restart_at = 0.0
         self.on_bar: Callable[[LiveBar], None] | None = None  # observation hook (benchmarks)
+        self.on_live_bar: Callable[[], None] | None = None  # a live bar was queued
 
     @property
     def silence_timeout(self) -> float:
@@ -262,7 +263,8 @@ class StreamSource:
             self._last_arrival = time.monotonic()
             self._failures = 0
             if self.state == "live":
-                channel.push_bar(bar)
+                if channel.push_bar(bar) and self.on_live_bar is not None:
+                    self.on_live_bar()
                 return
             self._pending.append(bar)
             if self.state == "silent":
