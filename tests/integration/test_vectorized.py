@@ -147,3 +147,68 @@ def test_compare_rejects_executor_and_missing_bars() -> None:
         compare(["BTC/USD", "AAPL"], start="2015-01-01", end="2015-03-01")
     with pytest.raises(DataError, match="MSFT"):
         compare(["AAPL", "MSFT"], bars={"AAPL": _bars(pd.date_range("2024", periods=5), 1)})
+
+
+@pytest.mark.parametrize("group_by", [True, [0, 0, 1, 1], False])
+def test_value_curves_from_records_are_vectorbt_values_bit_for_bit(group_by: Any) -> None:
+    """Simulation takes each group's value from the order records with vectorbt's kernels
+    (and drops the portfolio): the same bits as ``Portfolio.value()``, shorts and NaN closes
+    included."""
+    import vectorbt as vbt
+
+    from modelyard.strategies.vectorized import _group_values
+
+    rng = np.random.default_rng(5)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, (400, 4)), axis=0))
+    close[:7, 3] = np.nan  # a symbol that starts late
+    size = np.where(rng.random(close.shape) < 0.3, rng.normal(0.0, 0.4, close.shape), np.nan)
+    pf = vbt.Portfolio.from_orders(
+        close=pd.DataFrame(close),
+        size=size,
+        size_type="targetpercent",
+        fees=0.001,
+        init_cash=100_000.0,
+        cash_sharing=group_by is not False,
+        group_by=group_by,
+        freq=None,
+    )
+    assert len(pf.order_records) > 100
+    want = np.asarray(pf.value(), dtype=np.float64).reshape(len(close), -1)
+    got = _group_values(pf)
+    assert got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("engine", ["orders", "order_func"])
+@pytest.mark.parametrize("grouping", ["portfolio", "class", "symbol"])
+def test_simulation_fills_are_its_orders(engine: str, grouping: Any) -> None:
+    """The arrays the class and standalone statistics read are the orders frame's rows, in
+    its order; the portfolio is dropped once its values are taken."""
+    from modelyard.config import load_config
+    from modelyard.routing.router import AssetSpecificModelRouter
+    from modelyard.strategies.results import Fills
+    from modelyard.strategies.signals import symbol_setups
+    from modelyard.strategies.vectorized import simulate
+
+    days = pd.date_range("2024-01-01", periods=80, freq="D", tz="UTC")
+    bars = {"BTC/USD": _bars(days, 1, 40_000.0), "AAPL": _bars(days, 2, 180.0)}
+    names = list(bars)
+    setups = symbol_setups(AssetSpecificModelRouter(load_config(None)), names)
+    rng = np.random.default_rng(3)
+    weights = {
+        v: {s: pd.Series(np.round(rng.uniform(0.0, 0.45, 80), 1), index=days) for s in names}
+        for v in ("universal", "asset_specific")
+    }
+    layout = build_layout(bars, names)
+    sim = simulate(layout, setups, weights, cash=1e5, grouping=grouping, engine=engine)
+    assert sim.portfolio is None
+    assert sim.values.shape[0] == len(days)
+    for variant in weights:
+        orders = sim.orders(variant=variant)
+        fills = sim.fills(variant=variant)
+        assert len(orders) > 10
+        want = Fills.of_orders(orders)
+        for name in ("stamp", "signed", "size", "price", "fee"):
+            np.testing.assert_array_equal(getattr(fills, name), getattr(want, name), name)
+        symbol_of = sim.symbol_names(variant=variant)
+        assert [symbol_of[c] for c in fills.code] == list(orders["symbol"])

@@ -17,12 +17,14 @@ from modelyard.strategies.results import (
     ORDER_COLUMNS,
     STAT_KEYS,
     TRADE_COLUMNS,
+    Fills,
     Result,
     _positions_open,
     _typed,
     compute_stats,
     empty_orders,
     infer_periods_per_year,
+    stats_of_fills,
     trades_from_orders,
 )
 
@@ -393,3 +395,50 @@ def test_trades_and_exposure_match_the_reference_on_real_runs(
                 _positions_open(result.orders, pd.DatetimeIndex(result.equity.index)),
                 _reference_positions_open(result.orders, pd.DatetimeIndex(result.equity.index)),
             )
+
+
+def _stats_both_ways(
+    equity: pd.Series, orders: pd.DataFrame, ppy: float
+) -> tuple[dict[str, float | int], dict[str, float | int]]:
+    last = {s: 100.0 for s in orders["symbol"].unique()}
+    frames = compute_stats(equity, orders, trades_from_orders(orders, last), ppy)
+    stamps = np.asarray(pd.DatetimeIndex(equity.index).as_unit("ns").asi8, dtype=np.int64)
+    arrays = stats_of_fills(stamps, equity.to_numpy(np.float64), Fills.of_orders(orders), ppy)
+    return frames, arrays
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_stats_from_arrays_equal_stats_from_frames_bit_for_bit(seed: int) -> None:
+    """stats_of_fills (compare's class and standalone accounts) is compute_stats without the
+    frames: the same values exactly, daily-sampled or not, sorted index or not, NaN or not."""
+    rng = np.random.default_rng(seed)
+    orders = _random_fills(rng, int(rng.integers(1, 400)), int(rng.integers(1, 5)))
+    index = pd.date_range("2019-12-31 22:00", periods=2000, freq="30min", tz="UTC")
+    values = 1e5 * np.cumprod(1.0 + rng.normal(0.0, 0.01, len(index)))
+    cases = [pd.Series(values, index=index)]
+    shuffled = rng.permutation(len(index))
+    cases.append(pd.Series(values[shuffled], index=index[shuffled]))  # the pandas fallback
+    with_nan = values.copy()
+    with_nan[rng.integers(0, len(index), 5)] = np.nan
+    cases.append(pd.Series(with_nan, index=index))
+    for equity in cases:
+        for ppy in (252.0, 365.0, 24 * 365.0):
+            frames, arrays = _stats_both_ways(equity, orders, ppy)
+            assert list(arrays) == list(STAT_KEYS)
+            assert arrays.keys() == frames.keys()
+            for key in STAT_KEYS:
+                a, b = arrays[key], frames[key]
+                assert type(a) is type(b), key
+                assert a == b or (math.isnan(a) and math.isnan(b)), (key, a, b)
+
+
+def test_stats_from_arrays_without_fills_or_bars() -> None:
+    empty = empty_orders()
+    index = pd.date_range("2024-01-01", periods=5, freq="D", tz="UTC")
+    frames, arrays = _stats_both_ways(pd.Series([1.0, 2.0, 1.5, 3.0, 2.5], index=index), empty, 252)
+    assert frames == arrays
+    none = pd.Series([], index=pd.DatetimeIndex([], tz="UTC"), dtype="float64")
+    assert (
+        _stats_both_ways(none, empty, 252)
+        == ({k: 0 if k in ("n_trades", "n_bars") else 0.0 for k in STAT_KEYS},) * 2
+    )

@@ -53,8 +53,9 @@ from modelyard.routing.registry import ModelRegistry
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.strategies._vbt_layout import Layout, build_layout
 from modelyard.strategies.policy import target_weights
+from modelyard.strategies.results import account_periods_per_year, symbol_periods_per_year
 from modelyard.strategies.signals import SymbolSetup, predict_history, symbol_setups
-from modelyard.strategies.vectorized import VARIANT_FLAGS, result_of, simulate
+from modelyard.strategies.vectorized import VARIANT_FLAGS, account_stats, simulate
 
 __all__ = [
     "RunParams",
@@ -359,20 +360,30 @@ def _run_standalone(bars: Bars, task: StandaloneTask) -> StandalonePiece | Shard
             grouping="symbol",
             engine=task.engine,
         )
-        curves = sim.equity()
+        # every account from arrays: one column (= one group) per (variant, symbol)
+        column = {key: g for g, key in enumerate(sim.keys)}
+        position = {s: j for j, s in enumerate(task.layout.symbols)}
+        calendars = {setup.symbol: setup.calendar for setup in setups}
+        ppy = {
+            s: account_periods_per_year([symbol_periods_per_year(frames[s].index, calendars[s])])
+            for s in names
+        }
         equity: dict[tuple[str, str], pd.Series] = {}
         stats: dict[tuple[str, str], dict[str, Any]] = {}
         for variant in task.weights:
-            single = sim.orders(variant=variant)
-            alone = {s: part for s, part in single.groupby("symbol", sort=False)}
-            alone.update({s: single.iloc[:0] for s in names if s not in alone})
+            fills = sim.fills(variant=variant)
+            by_column = np.argsort(fills.code, kind="stable")  # each column's fills in order
+            bounds = np.searchsorted(fills.code[by_column], np.arange(len(sim.columns) + 1))
             for s in names:
-                curve = on_index(frames[s].index, curves[(variant, classes[s], s)])
-                part = result_of(
-                    sim, variant, frames, setups, equity=curve, symbols=[s], orders=alone[s]
+                key = (variant, classes[s], s)
+                g = column[key]
+                rows = task.layout.rows[position[s]]
+                own = fills.where(by_column[bounds[g] : bounds[g + 1]])
+                stats[(variant, s)] = account_stats(sim, key, own, rows, ppy[s])
+                # the curve on the symbol's own steps (the account cannot change elsewhere)
+                equity[(variant, s)] = pd.Series(
+                    sim.values[rows, g], index=task.layout.index[rows], name="equity"
                 )
-                equity[(variant, s)] = curve
-                stats[(variant, s)] = dict(part.stats)
     except ModelyardError as exc:
         return _failure(task.shard, task.symbols, "standalone", exc)
     return StandalonePiece(

@@ -44,7 +44,9 @@ import pandas as pd
 
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError, InvalidSymbolError
-from modelyard.models.metrics import metrics
+
+# metrics() in parts, to share the targets' ranks between the variants (see _quality)
+from modelyard.models.metrics import _hit_rate, _ic, _ranks
 from modelyard.reports.tables import METRICS
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, shard_size_for
@@ -59,7 +61,6 @@ from modelyard.scale.shards import (
     config_key,
     layout_columns,
     local_routing,
-    on_index,
     run_signals,
     signals_shard,
     standalone_shard,
@@ -67,13 +68,18 @@ from modelyard.scale.shards import (
 from modelyard.strategies._vbt_layout import Layout, build_layout
 from modelyard.strategies.backtest import DEFAULT_SYMBOLS, TimeLike
 from modelyard.strategies.policy import DEFAULT_MAX_GROSS, limit_gross
-from modelyard.strategies.results import Result
+from modelyard.strategies.results import (
+    Result,
+    account_periods_per_year,
+    symbol_periods_per_year,
+)
 from modelyard.strategies.signals import SymbolSetup, symbol_setups
 from modelyard.strategies.vectorized import (
     GROUPINGS,
     VARIANT_FLAGS,
     Simulation,
     VariantSignals,
+    account_stats,
     choose_engine,
     load_inputs,
     result_of,
@@ -138,12 +144,33 @@ def _quality(
     signals: VariantSignals,
     names: Sequence[str],
     targets: Mapping[tuple[str, str], np.ndarray],
+    ranked: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, float]:
+    """:func:`~modelyard.models.metrics.metrics` of ``names``' pooled rows, the same floats.
+
+    ``ranked`` (shared by the variants' calls) keeps each pooling's paired targets and their
+    ranks: the other variant reuses the ranks when its paired targets are the same values (the
+    usual case: the same horizon and the same finite rows), which saves a sort of every row.
+    """
     pred = np.concatenate([signals.predictions[s].to_numpy(np.float64) for s in names])
     model = {d.symbol: d.model_id for d in signals.decisions}
-    target = np.concatenate([targets[(s, model[s])] for s in names])
-    m = metrics(pred, target)
-    return {"ic": m.ic, "rank_ic": m.rank_ic, "hit_rate": m.hit_rate}
+    target = np.concatenate([np.asarray(targets[(s, model[s])], np.float64) for s in names])
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction has {pred.size} rows but target has {target.size}")
+    keep = np.isfinite(pred) & np.isfinite(target)
+    p, t = pred[keep], target[keep]
+    rank_ic = float("nan")
+    if p.size >= 2:
+        key = tuple(names)
+        known = ranked.get(key) if ranked is not None else None
+        if known is not None and np.array_equal(known[0], t):
+            t_ranks = known[1]
+        else:
+            t_ranks = _ranks(t)
+            if ranked is not None:
+                ranked[key] = (t, t_ranks)
+        rank_ic = _ic(_ranks(p), t_ranks)
+    return {"ic": _ic(p, t), "rank_ic": rank_ic, "hit_rate": _hit_rate(p, t)}
 
 
 def compare(
@@ -426,8 +453,14 @@ def _shared_accounts(
         if (target := piece.targets.get((s, h))) is not None
     }
     out = _Shared(run, [], {}, {}, {})
-    class_curves = sims["class"].equity()
+    ranked: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
     members = {c: [s for s in names if classes[s] == c] for c in dict.fromkeys(classes.values())}
+    # the class accounts from arrays (their rows need only the statistics)
+    calendar = {s.symbol: s.calendar for s in setups}
+    symbol_ppy = {s: symbol_periods_per_year(data[s].index, calendar[s]) for s in names}
+    position = {s: j for j, s in enumerate(layout.symbols)}
+    class_sim = sims["class"]
+    columns = class_sim.columns.to_frame(index=False)
     steps = len(VARIANTS) * (1 + len(members))
     done = 0
     for variant in VARIANTS:
@@ -450,26 +483,29 @@ def _shared_accounts(
             config={"run": res.config["run"], "assets": cfg.model_dump(mode="json")},
         )
         out.equity[variant] = out.results[variant].equity
-        quality = _quality(sig, names, targets)
+        quality = _quality(sig, names, targets, ranked)
         out.rows.append(_row("portfolio", "portfolio", variant, res.stats, quality, model, names))
         done += 1
         report("stats", done, steps)
-        fills = sims["class"].orders(variant=variant)
+        fills = class_sim.fills(variant=variant)
+        in_variant = (columns["variant"] == variant).to_numpy(dtype=bool)
         for cls, syms in members.items():
-            index = pd.DatetimeIndex(
-                np.unique(
-                    np.concatenate(
-                        [pd.DatetimeIndex(data[s].index).as_unit("ns").asi8 for s in syms]
-                    )
-                )
-            ).tz_localize("UTC")
-            curve = on_index(index, class_curves[(variant, cls)])
-            out.class_equity[(variant, cls)] = curve
-            part = result_of(
-                sims["class"], variant, data, setups, equity=curve, symbols=syms, orders=fills
+            # the class's steps: the union of its symbols' bars
+            on = np.zeros(len(layout.index), dtype=bool)
+            for sym in syms:
+                on[layout.rows[position[sym]]] = True
+            rows = np.flatnonzero(on)
+            key = (variant, cls)
+            g = class_sim.keys.index(key)
+            out.class_equity[key] = pd.Series(
+                class_sim.values[rows, g], index=layout.index[rows], name="equity"
             )
-            quality = _quality(sig, syms, targets)
-            out.rows.append(_row("class", cls, variant, part.stats, quality, model, syms))
+            cols = np.flatnonzero(in_variant & columns["symbol"].isin(syms).to_numpy(dtype=bool))
+            own = fills.where(np.isin(fills.code, cols))
+            ppy = account_periods_per_year(symbol_ppy[s] for s in syms)
+            stats = account_stats(class_sim, key, own, rows, ppy)
+            quality = _quality(sig, syms, targets, ranked)
+            out.rows.append(_row("class", cls, variant, stats, quality, model, syms))
             done += 1
             report("stats", done, steps)
     return out

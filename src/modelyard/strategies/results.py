@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
@@ -52,10 +52,14 @@ __all__ = [
     "ORDER_COLUMNS",
     "STAT_KEYS",
     "TRADE_COLUMNS",
+    "Fills",
     "Result",
+    "account_periods_per_year",
     "compute_stats",
     "empty_orders",
     "infer_periods_per_year",
+    "stats_of_fills",
+    "symbol_periods_per_year",
     "trades_from_orders",
 ]
 
@@ -130,6 +134,56 @@ def _equity_series(equity: pd.Series) -> pd.Series:
         equity.to_numpy(dtype=np.float64), index=index.as_unit("ns").rename("timestamp"),
         name="equity",
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fills:
+    """One account's fills as arrays, in execution order: the ``orders`` schema without
+    strings or pandas (what :func:`stats_of_fills` reads).
+
+    ``code`` numbers the account's symbols (any numbering: every statistic is per symbol or
+    summed over symbols); ``stamp`` is the fill's time in int64 ns UTC; ``signed`` is ``size``
+    for a buy and ``-size`` for a sell; ``size``, ``price`` and ``fee`` are the columns of
+    ``orders``.
+    """
+
+    code: npt.NDArray[np.int64]
+    stamp: npt.NDArray[np.int64]
+    signed: npt.NDArray[np.float64]
+    size: npt.NDArray[np.float64]
+    price: npt.NDArray[np.float64]
+    fee: npt.NDArray[np.float64]
+    n_symbols: int
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    @classmethod
+    def of_orders(cls, orders: pd.DataFrame) -> Fills:
+        """The fills of an ``orders`` frame (codes: the symbols in sorted order)."""
+        codes, symbols = _symbol_codes(orders)
+        return cls(
+            codes,
+            _utc_ns(orders["timestamp"]),
+            _signed_sizes(orders),
+            orders["size"].to_numpy(dtype=np.float64),
+            orders["price"].to_numpy(dtype=np.float64),
+            orders["fee"].to_numpy(dtype=np.float64),
+            len(symbols),
+        )
+
+    def where(self, keep: npt.NDArray[Any]) -> Fills:
+        """The fills ``keep`` selects (a boolean mask or increasing positions), in their order
+        (codes unchanged)."""
+        return Fills(
+            self.code[keep],
+            self.stamp[keep],
+            self.signed[keep],
+            self.size[keep],
+            self.price[keep],
+            self.fee[keep],
+            self.n_symbols,
+        )
 
 
 # --- trades ---------------------------------------------------------------------------------
@@ -299,21 +353,33 @@ def trades_from_orders(
 # --- stats ----------------------------------------------------------------------------------
 def infer_periods_per_year(bars: Mapping[str, pd.DataFrame], calendars: Mapping[str, str]) -> float:
     """Periods per year of a run (see the module docstring); the largest over symbols."""
-    best = 0.0
-    for symbol, frame in bars.items():
-        index = pd.DatetimeIndex(frame.index).as_unit("ns")
-        if len(index) < 2:
-            continue
-        spacing = float(np.median(np.diff(index.asi8))) / 1e9
-        crypto = calendars.get(symbol) == "24/7"
-        if spacing >= 20 * 3600:
-            ppy = 365.0 if crypto else 252.0
-        elif crypto:
-            ppy = 365.0 * 86400.0 / spacing
-        else:
-            ppy = 252.0 * 6.5 * 3600.0 / spacing
-        best = max(best, ppy)
+    return account_periods_per_year(
+        symbol_periods_per_year(frame.index, calendars.get(symbol))
+        for symbol, frame in bars.items()
+    )
+
+
+def account_periods_per_year(per_symbol: Iterable[float]) -> float:
+    """The periods per year of an account from its symbols'
+    (:func:`symbol_periods_per_year`): the largest, or 252 when none is positive."""
+    best = max(per_symbol, default=0.0)
     return best if best > 0 else 252.0
+
+
+def symbol_periods_per_year(index: pd.Index, calendar: str | None) -> float:
+    """One symbol's periods per year from its bars' ``index`` (0 with fewer than 2 bars):
+    :func:`infer_periods_per_year` of several symbols is the largest of these, or 252 when
+    every one is 0."""
+    stamps = pd.DatetimeIndex(index).as_unit("ns")
+    if len(stamps) < 2:
+        return 0.0
+    spacing = float(np.median(np.diff(stamps.asi8))) / 1e9
+    crypto = calendar == "24/7"
+    if spacing >= 20 * 3600:
+        return 365.0 if crypto else 252.0
+    if crypto:
+        return 365.0 * 86400.0 / spacing
+    return 252.0 * 6.5 * 3600.0 / spacing
 
 
 @njit(cache=True, nogil=True)
@@ -363,14 +429,19 @@ def _positions_open(orders: pd.DataFrame, index: pd.DatetimeIndex) -> npt.NDArra
 
     A symbol's position at a step is the sum of its fills up to that step's timestamp; it is
     open when above :data:`FLAT_EPS` in size (a NaN position makes the step count as flat)."""
-    n = len(index)
-    if len(orders) == 0:
-        return np.zeros(n, dtype=bool)
-    codes, _ = _symbol_codes(orders)
-    stamps = _utc_ns(orders["timestamp"])
-    by = np.lexsort((stamps, codes))
-    code, stamp, pos = _position_steps_nb(codes[by], stamps[by], _signed_sizes(orders)[by])
     steps = np.asarray(pd.DatetimeIndex(index).as_unit("ns").asi8, dtype=np.int64)
+    if len(orders) == 0:
+        return np.zeros(len(steps), dtype=bool)
+    return _open_steps(Fills.of_orders(orders), steps)
+
+
+def _open_steps(fills: Fills, steps: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """:func:`_positions_open` of ``fills`` at the equity steps ``steps`` (int64 ns UTC)."""
+    n = len(steps)
+    if len(fills) == 0:
+        return np.zeros(n, dtype=bool)
+    by = np.lexsort((fills.stamp, fills.code))
+    code, stamp, pos = _position_steps_nb(fills.code[by], fills.stamp[by], fills.signed[by])
     sorted_steps = np.all(steps[1:] >= steps[:-1])
     order = np.arange(n) if sorted_steps else np.argsort(steps, kind="stable")
     steps = steps[order]
@@ -398,18 +469,68 @@ def compute_stats(
 ) -> dict[str, float | int]:
     """Every statistic of :data:`STAT_KEYS` (definitions in the module docstring)."""
     eq = _equity_series(equity)
-    n = len(eq)
-    values = eq.to_numpy()
+    closed = trades[trades["exit_time"].notna()] if len(trades) else trades
+    pnl = closed["pnl"].to_numpy(dtype=np.float64) if len(closed) else np.empty(0)
+    return _stats(
+        np.asarray(pd.DatetimeIndex(eq.index).asi8, dtype=np.int64),
+        eq.to_numpy(),
+        Fills.of_orders(orders),
+        pnl,
+        periods_per_year,
+    )
+
+
+def stats_of_fills(
+    stamps: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    fills: Fills,
+    periods_per_year: float,
+) -> dict[str, float | int]:
+    """:func:`compute_stats` of an account from arrays: its equity ``values`` at ``stamps``
+    (int64 ns UTC) and its ``fills``; the trades are the flat-to-flat positions of the fills
+    (:func:`trades_from_orders`). The same numbers, without building frames."""
+    _, _, exit_, state = _trades_nb(
+        fills.code, fills.signed, fills.price, fills.fee, fills.n_symbols, FLAT_EPS
+    )
+    closed = exit_ >= 0
+    n_closed = int(closed.sum())
+    pnl = _trade_values_nb(
+        state[closed], np.zeros(n_closed, dtype=np.bool_), np.full(n_closed, np.nan)
+    )
+    return _stats(stamps, values, fills, pnl[:, 3], periods_per_year)
+
+
+def _daily_last(
+    stamps: npt.NDArray[np.int64], values: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """The last value of each UTC calendar day, days in order (``groupby(normalize).last()``)."""
+    if len(stamps) > 1 and np.all(stamps[1:] >= stamps[:-1]) and not np.isnan(values).any():
+        day = stamps // _DAY_NS
+        return values[np.r_[day[1:] != day[:-1], True]]
+    index = pd.DatetimeIndex(stamps.view("M8[ns]")).tz_localize("UTC")
+    series = pd.Series(values, index=index)
+    return np.asarray(series.groupby(index.normalize()).last().to_numpy(), dtype=np.float64)
+
+
+_DAY_NS = 86_400 * 10**9
+
+
+def _stats(
+    stamps: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+    fills: Fills,
+    closed_pnl: npt.NDArray[np.float64],
+    periods_per_year: float,
+) -> dict[str, float | int]:
+    n = len(values)
     if n == 0:
         return {k: (0 if k in ("n_trades", "n_bars") else 0.0) for k in STAT_KEYS}
     total_return = float(values[-1] / values[0] - 1.0)
-    span_days = (eq.index[-1] - eq.index[0]) / pd.Timedelta(days=1)
+    span_days = pd.Timedelta(int(stamps[-1] - stamps[0]), unit="ns") / pd.Timedelta(days=1)
     years = span_days / 365.25
     cagr = float((values[-1] / values[0]) ** (1.0 / years) - 1.0) if years > 0 else 0.0
-    sampled = eq
-    if periods_per_year <= 366:
-        sampled = eq.groupby(pd.DatetimeIndex(eq.index).normalize()).last()
-    r = sampled.to_numpy()[1:] / sampled.to_numpy()[:-1] - 1.0
+    sampled = _daily_last(stamps, values) if periods_per_year <= 366 else values
+    r = sampled[1:] / sampled[:-1] - 1.0
     root = math.sqrt(periods_per_year)
     vol = sharpe = sortino = 0.0
     if len(r) >= 2:
@@ -420,13 +541,10 @@ def compute_stats(
         downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2)))
         sortino = mean / downside * root if downside > 0 else 0.0
     max_dd = float(np.min(values / np.maximum.accumulate(values) - 1.0))
-    closed = trades[trades["exit_time"].notna()] if len(trades) else trades
-    n_trades = len(closed)
-    win_rate = float((closed["pnl"].to_numpy() > 0).mean()) if n_trades else 0.0
-    exposure = float(_positions_open(orders, pd.DatetimeIndex(eq.index)).mean())
-    notional = float(
-        np.sum(orders["size"].to_numpy(dtype=np.float64) * orders["price"].to_numpy(np.float64))
-    )
+    n_trades = len(closed_pnl)
+    win_rate = float((closed_pnl > 0).mean()) if n_trades else 0.0
+    exposure = float(_open_steps(fills, stamps).mean())
+    notional = float(np.sum(fills.size * fills.price))
     turnover = notional / float(np.mean(values))
     return {
         "total_return": total_return,
