@@ -109,7 +109,7 @@ class Timing:
 
 def _simulate_users() -> list[ModuleType]:
     """The loaded modules that call ``vectorized.simulate`` by a name of their own."""
-    names = ("modelyard.strategies.compare", "modelyard.scale.shards")
+    names = ("modelyard.strategies.compare", "modelyard.scale.shards", "modelyard.scale.shared")
     return [m for n in names if (m := sys.modules.get(n)) is not None]
 
 

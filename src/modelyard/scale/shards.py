@@ -11,9 +11,9 @@ the same bits:
    account (the symbol alone with the full cash): its equity curve and its statistics.
 
 Between the stages the driver applies the gross limit across every symbol (it couples the
-symbols bar by bar), one variant at a time, starting each variant's standalone tasks as soon as
-its weights are known; it simulates the portfolio and class accounts (cash shared across
-symbols: they need every symbol) while the workers run the standalone tasks. Shards run BLAS on
+symbols bar by bar). The portfolio and class accounts (cash shared across symbols: they need
+every symbol) are tasks of their own (:mod:`~modelyard.scale.shared`), started before the
+standalone shards. Shards run BLAS on
 one thread (:func:`_one_blas_thread`), so their bits do not depend on the process's thread
 count.
 
@@ -333,7 +333,7 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
 
 # --- stage 2: standalone accounts ----------------------------------------------------------
 def standalone_shard(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
-    """Stage ``standalone`` on a worker (needs no router)."""
+    """Stage ``standalone`` on a worker (needs no router; of ``bars`` only their index)."""
     return run_standalone(bars, task)
 
 

@@ -23,9 +23,10 @@ Where it runs (``executor``, :mod:`modelyard.scale`): the per-symbol work is spl
 of symbols, each two pure functions (:mod:`~modelyard.scale.shards`): features, predictions,
 the policy's weights and the quality metrics; then, once the driver has applied the gross
 limit across every symbol, each symbol's standalone account (curve and statistics). The
-portfolio and class accounts share cash across symbols, so they are simulated here in the
-driver from the gathered pieces. Pieces are combined in symbol order, so the result is the
-same to the last bit serially, on a process pool or on a Dask cluster, for any shard size.
+portfolio and class accounts share cash across symbols: each is one task of every symbol
+(:mod:`~modelyard.scale.shared`), started before the standalone shards, while the driver scores
+their pooled predictions. Pieces are combined in symbol order, so the result is the same to
+the last bit serially, on a process pool or on a Dask cluster, for any shard size.
 """
 
 from __future__ import annotations
@@ -65,25 +66,24 @@ from modelyard.scale.shards import (
     signals_shard,
     standalone_shard,
 )
+from modelyard.scale.shared import (
+    SHARED_GROUPINGS,
+    SharedPiece,
+    SharedTask,
+    closes_only,
+    shared_shard,
+)
 from modelyard.strategies._vbt_layout import Layout, build_layout
 from modelyard.strategies.backtest import DEFAULT_SYMBOLS, TimeLike
 from modelyard.strategies.policy import DEFAULT_MAX_GROSS, limit_gross
 from modelyard.strategies.results import (
     Result,
-    account_periods_per_year,
-    symbol_periods_per_year,
 )
 from modelyard.strategies.signals import SymbolSetup, symbol_setups
 from modelyard.strategies.vectorized import (
-    GROUPINGS,
-    VARIANT_FLAGS,
-    Simulation,
     VariantSignals,
-    account_stats,
     choose_engine,
     load_inputs,
-    result_of,
-    simulate,
 )
 
 __all__ = ["TABLE_COLUMNS", "VARIANTS", "Comparison", "ShardFailure", "compare"]
@@ -259,44 +259,55 @@ def compare(
             for i, part in enumerate(shards)
             if (p := tuple(s for s in part if s not in lost))
         ]
-        report("standalone", 0, len(VARIANTS) * len(kept))
-        signals: dict[str, VariantSignals] = {}
-        batches = []
-        for variant in VARIANTS:
-            # the gross limit couples every symbol; one variant's standalone shards start on
-            # the workers while this process limits the next variant
-            signals[variant] = _variant_signals(variant, pieces, names, max_gross)
-            calls = [
-                (
-                    {s: data[s] for s in part},
-                    StandaloneTask(
-                        i,
-                        part,
-                        tuple(setup_of[s] for s in part),
-                        layout_columns(layout, part),
-                        {variant: {s: signals[variant].weights[s] for s in part}},
-                        engine,
-                        params,
-                    ),
-                )
-                for i, part in kept
-            ]
-            batches.append(runner.start(standalone_shard, calls, name=f"standalone-{variant}"))
+        # the gross limit couples every symbol: both variants' weights, here
+        signals = {v: _variant_signals(v, pieces, names, max_gross) for v in VARIANTS}
         weights = {v: signals[v].weights for v in VARIANTS}
-        # the workers run the standalone accounts while this process runs the shared ones
-        driver = _shared_accounts(
-            cfg,
-            data,
-            names,
-            setups,
-            layout,
-            weights,
-            engine,
-            signals,
-            pieces,
-            _run_config(layout, names, engine, timeframe, cash, max_gross),
-            report,
+        run = _run_config(layout, names, engine, timeframe, cash, max_gross)
+        # the shared accounts (the largest tasks) first, then the standalone shards: workers
+        # take them in that order, so no simulation is left to one process at the end
+        closes = closes_only(data, names)
+        # a standalone account needs only its symbol's bar timestamps: no columns travel
+        stamps = {s: data[s].iloc[:, :0] for s in names}
+        decisions = {v: tuple(signals[v].decisions) for v in VARIANTS}
+        shared_batch = runner.start(
+            shared_shard,
+            [
+                (
+                    closes,
+                    SharedTask(g, layout, tuple(setups), weights, engine, cash, run, decisions),
+                )
+                for g in SHARED_GROUPINGS
+            ],
+            name="shared",
         )
+        report("standalone", 0, len(VARIANTS) * len(kept))
+        batches = [
+            runner.start(
+                standalone_shard,
+                [
+                    (
+                        {s: stamps[s] for s in part},
+                        StandaloneTask(
+                            i,
+                            part,
+                            tuple(setup_of[s] for s in part),
+                            layout_columns(layout, part),
+                            {variant: {s: weights[variant][s] for s in part}},
+                            engine,
+                            params,
+                        ),
+                    )
+                    for i, part in kept
+                ],
+                name=f"standalone-{variant}",
+            )
+            for variant in VARIANTS
+        ]
+        # this process scores the shared accounts' predictions while the workers simulate
+        quality = _shared_quality(cfg, names, setups, signals, pieces)
+        report("simulate", 0, len(SHARED_GROUPINGS))
+        shared = shared_batch.gather(lambda done, total: report("simulate", done, total))
+        driver = _shared_accounts(cfg, names, setups, signals, quality, shared, run, report)
         alone: list[object] = []
         total = len(VARIANTS) * len(kept)
         for batch in batches:
@@ -317,13 +328,13 @@ def compare(
         if isinstance(piece, StandalonePiece):
             symbol_equity.update(piece.equity)
             symbol_stats.update(piece.stats)
-    quality = {v: {s: q for p in pieces for s, q in p.quality[v].items()} for v in VARIANTS}
+    scored = {v: {s: q for p in pieces for s, q in p.quality[v].items()} for v in VARIANTS}
     for variant in VARIANTS:
         model = {d.symbol: d.model_id for d in signals[variant].decisions}
         for s in names:
             if (variant, s) in symbol_stats:
                 stats = symbol_stats[(variant, s)]
-                rows.append(_row("symbol", s, variant, stats, quality[variant][s], model, [s]))
+                rows.append(_row("symbol", s, variant, stats, scored[variant][s], model, [s]))
     symbol_equity = {
         (v, s): symbol_equity[(v, s)] for v in VARIANTS for s in names if (v, s) in symbol_equity
     }
@@ -422,28 +433,21 @@ class _Shared:
     class_equity: dict[tuple[str, str], pd.Series]
 
 
-def _shared_accounts(
+def _members(names: Sequence[str], setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
+    """Asset class -> its symbols, classes in order of first appearance."""
+    classes = {s.symbol: s.asset_class for s in setups}
+    return {c: [s for s in names if classes[s] == c] for c in dict.fromkeys(classes.values())}
+
+
+def _shared_quality(
     cfg: AssetsConfig,
-    data: Mapping[str, pd.DataFrame],
     names: Sequence[str],
     setups: Sequence[SymbolSetup],
-    layout: Layout,
-    weights: Mapping[str, Mapping[str, pd.Series]],
-    engine: str,
     signals: Mapping[str, VariantSignals],
     pieces: Sequence[SignalsPiece],
-    run: dict[str, Any],
-    report: Progress,
-) -> _Shared:
-    """Portfolio and class accounts (they need every symbol), their rows and curves."""
-    classes = {s.symbol: s.asset_class for s in setups}
-    sims: dict[str, Simulation] = {}
-    for k, grouping in enumerate(GROUPINGS[:2]):
-        report("simulate", k, 2)
-        sims[grouping] = simulate(
-            layout, setups, weights, cash=run["cash"], grouping=grouping, engine=engine
-        )
-    report("simulate", 2, 2)
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Prediction quality of the portfolio (key ``(variant, "")``) and of each class
+    (``(variant, asset_class)``): their symbols' rows pooled."""
     horizons = {m: cfg.models[m].horizon for v in VARIANTS for m in _models(signals[v])}
     targets = {
         (s, m): target
@@ -452,60 +456,57 @@ def _shared_accounts(
         for m, h in horizons.items()
         if (target := piece.targets.get((s, h))) is not None
     }
-    out = _Shared(run, [], {}, {}, {})
     ranked: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-    members = {c: [s for s in names if classes[s] == c] for c in dict.fromkeys(classes.values())}
-    # the class accounts from arrays (their rows need only the statistics)
-    calendar = {s.symbol: s.calendar for s in setups}
-    symbol_ppy = {s: symbol_periods_per_year(data[s].index, calendar[s]) for s in names}
-    position = {s: j for j, s in enumerate(layout.symbols)}
-    class_sim = sims["class"]
-    columns = class_sim.columns.to_frame(index=False)
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for variant in VARIANTS:
+        out[(variant, "")] = _quality(signals[variant], names, targets, ranked)
+        for cls, syms in _members(names, setups).items():
+            out[(variant, cls)] = _quality(signals[variant], syms, targets, ranked)
+    return out
+
+
+def _shared_accounts(
+    cfg: AssetsConfig,
+    names: Sequence[str],
+    setups: Sequence[SymbolSetup],
+    signals: Mapping[str, VariantSignals],
+    quality: Mapping[tuple[str, str], Mapping[str, float]],
+    shared: Sequence[object],
+    run: dict[str, Any],
+    report: Progress,
+) -> _Shared:
+    """The portfolio and class accounts' rows, Results and curves, from the ``shared`` stage
+    (:mod:`~modelyard.scale.shared`) and their prediction ``quality``."""
+    got = {p.grouping: p for p in shared if isinstance(p, SharedPiece)}
+    if len(got) != len(SHARED_GROUPINGS):
+        lost = [str(p) for p in shared if not isinstance(p, SharedPiece)]
+        raise DataError(f"the shared (portfolio, class) accounts failed: {'; '.join(lost)}")
+    out = _Shared(run, [], {}, {}, {})
+    members = _members(names, setups)
     steps = len(VARIANTS) * (1 + len(members))
     done = 0
+    assets = cfg.model_dump(mode="json")
     for variant in VARIANTS:
-        sig = signals[variant]
-        model = {d.symbol: d.model_id for d in sig.decisions}
-        res = result_of(
-            sims["portfolio"],
-            variant,
-            data,
-            setups,
-            routes=sig.decisions,
-            config={**run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
-        )
+        model = {d.symbol: d.model_id for d in signals[variant].decisions}
+        res = got["portfolio"].results[variant]
         out.results[variant] = Result(
             equity=res.equity,
             orders=res.orders,
             trades=res.trades,
             stats=res.stats,
             routes=res.routes,
-            config={"run": res.config["run"], "assets": cfg.model_dump(mode="json")},
+            config={"run": res.config["run"], "assets": assets},
         )
         out.equity[variant] = out.results[variant].equity
-        quality = _quality(sig, names, targets, ranked)
-        out.rows.append(_row("portfolio", "portfolio", variant, res.stats, quality, model, names))
+        scores = quality[(variant, "")]
+        out.rows.append(_row("portfolio", "portfolio", variant, res.stats, scores, model, names))
         done += 1
         report("stats", done, steps)
-        fills = class_sim.fills(variant=variant)
-        in_variant = (columns["variant"] == variant).to_numpy(dtype=bool)
         for cls, syms in members.items():
-            # the class's steps: the union of its symbols' bars
-            on = np.zeros(len(layout.index), dtype=bool)
-            for sym in syms:
-                on[layout.rows[position[sym]]] = True
-            rows = np.flatnonzero(on)
             key = (variant, cls)
-            g = class_sim.keys.index(key)
-            out.class_equity[key] = pd.Series(
-                class_sim.values[rows, g], index=layout.index[rows], name="equity"
-            )
-            cols = np.flatnonzero(in_variant & columns["symbol"].isin(syms).to_numpy(dtype=bool))
-            own = fills.where(np.isin(fills.code, cols))
-            ppy = account_periods_per_year(symbol_ppy[s] for s in syms)
-            stats = account_stats(class_sim, key, own, rows, ppy)
-            quality = _quality(sig, syms, targets, ranked)
-            out.rows.append(_row("class", cls, variant, stats, quality, model, syms))
+            out.class_equity[key] = got["class"].class_equity[key]
+            stats = got["class"].class_stats[key]
+            out.rows.append(_row("class", cls, variant, stats, quality[key], model, syms))
             done += 1
             report("stats", done, steps)
     return out
