@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Metrics", "hit_rate", "ic", "icir", "metrics", "rank_ic"]
+__all__ = ["Metrics", "TargetRanks", "hit_rate", "ic", "icir", "metrics", "rank_ic"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -111,3 +111,26 @@ class Metrics:
 def metrics(pred: npt.ArrayLike, target: npt.ArrayLike) -> Metrics:
     p, t = _pair(pred, target)
     return Metrics(_ic(p, t), _rank_ic(p, t), _hit_rate(p, t), int(p.size))
+
+
+class TargetRanks:
+    """:func:`metrics` of several predictions of the same pooled targets, ranking each target
+    set once: ``metrics(pred, target, key)`` reuses the ranks kept under ``key`` when the paired
+    targets are the same values (e.g. two routing variants scored on the same rows), else
+    ranks and keeps them. Gives exactly what :func:`metrics` gives."""
+
+    def __init__(self) -> None:
+        self._kept: dict[object, tuple[FloatArray, FloatArray]] = {}
+
+    def metrics(self, pred: npt.ArrayLike, target: npt.ArrayLike, key: object) -> Metrics:
+        p, t = _pair(pred, target)
+        rank_ic = float("nan")
+        if p.size >= 2:
+            known = self._kept.get(key)
+            if known is not None and np.array_equal(known[0], t):
+                t_ranks = known[1]
+            else:
+                t_ranks = _ranks(t)
+                self._kept[key] = (t, t_ranks)
+            rank_ic = _ic(_ranks(p), t_ranks)
+        return Metrics(_ic(p, t), rank_ic, _hit_rate(p, t), int(p.size))

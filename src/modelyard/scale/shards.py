@@ -14,7 +14,7 @@ Between the stages the driver applies the gross limit across every symbol (it co
 symbols bar by bar). The portfolio and class accounts (cash shared across symbols: they need
 every symbol) are tasks of their own (:mod:`~modelyard.scale.shared`), started before the
 standalone shards. Shards run BLAS on
-one thread (:func:`_one_blas_thread`), so their bits do not depend on the process's thread
+one thread (:func:`one_blas_thread`), so their bits do not depend on the process's thread
 count.
 
 Workers keep ONE routing set in a module-level cache (:func:`cached_routing`), keyed by the
@@ -132,8 +132,9 @@ class SignalsPiece:
 
     shard: int
     symbols: tuple[str, ...]
-    predictions: dict[str, dict[str, pd.Series]]
-    raw_weights: dict[str, dict[str, pd.Series]]
+    # arrays on each symbol's own bars (the driver has their index): less to send back
+    predictions: dict[str, dict[str, np.ndarray]]
+    raw_weights: dict[str, dict[str, np.ndarray]]
     decisions: dict[str, list[RouteDecision]]
     quality: dict[str, dict[str, dict[str, float]]]
     targets: dict[tuple[str, int], np.ndarray]  # (symbol, horizon) -> forward log returns
@@ -147,7 +148,7 @@ class StandaloneTask:
     symbols: tuple[str, ...]
     setups: tuple[SymbolSetup, ...]
     layout: Layout  # the run's layout, restricted to these symbols' columns
-    weights: dict[str, dict[str, pd.Series]]  # variant -> symbol -> weights after the limit
+    weights: dict[str, dict[str, np.ndarray]]  # variant -> symbol -> weights after the limit
     engine: str
     params: RunParams
 
@@ -255,7 +256,7 @@ def signals_shard(bars: Bars, task: SignalsTask) -> SignalsPiece | ShardFailure:
     return run_signals(bars, task, cached_routing(task.params.config, task.params.config_key))
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     """BLAS on one thread: a multi-threaded OpenBLAS dot product (the IC's) sums in another
     order than a single-threaded one, so a shard's last bits would depend on the process it
     runs in (Dask's nanny sets ``OPENBLAS_NUM_THREADS=1``, a driver uses every core)."""
@@ -273,7 +274,7 @@ _CONTROLLER: Any = None
 
 def run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPiece | ShardFailure:
     """Stage ``signals`` of ``task.symbols`` (module docstring) with ``routing``."""
-    with _one_blas_thread():
+    with one_blas_thread():
         return _run_signals(bars, task, routing)
 
 
@@ -285,8 +286,8 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
     names = list(task.symbols)
     try:
         frames = {s: bars[s] for s in names}
-        predictions: dict[str, dict[str, pd.Series]] = {}
-        raw: dict[str, dict[str, pd.Series]] = {}
+        predictions: dict[str, dict[str, np.ndarray]] = {}
+        raw: dict[str, dict[str, np.ndarray]] = {}
         decisions: dict[str, list[RouteDecision]] = {}
         quality: dict[str, dict[str, dict[str, float]]] = {}
         targets: dict[tuple[str, int], np.ndarray] = {}
@@ -294,15 +295,11 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
             router = routing.routers[variant]
             setups = symbol_setups(router, names)
             preds, routes = predict_history(router, frames)
-            predictions[variant] = preds
+            predictions[variant] = {s: p.to_numpy(np.float64) for s, p in preds.items()}
             decisions[variant] = routes
             # the policy step of target_weight_history; the gross limit is the driver's
             raw[variant] = {
-                s.symbol: pd.Series(
-                    target_weights(preds[s.symbol].to_numpy(dtype=np.float64), s.policy),
-                    index=preds[s.symbol].index,
-                )
-                for s in setups
+                s.symbol: target_weights(predictions[variant][s.symbol], s.policy) for s in setups
             }
             quality[variant] = {}
             for d in routes:
@@ -339,7 +336,7 @@ def standalone_shard(bars: Bars, task: StandaloneTask) -> StandalonePiece | Shar
 
 def run_standalone(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
     """Each symbol of ``task`` alone with the full cash, every variant in one broadcast."""
-    with _one_blas_thread():
+    with one_blas_thread():
         return _run_standalone(bars, task)
 
 

@@ -47,7 +47,6 @@ from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError, InvalidSymbolError
 
 # metrics() in parts, to share the targets' ranks between the variants (see _quality)
-from modelyard.models.metrics import _hit_rate, _ic, _ranks
 from modelyard.reports.tables import METRICS
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, shard_size_for
@@ -70,7 +69,7 @@ from modelyard.scale.shared import (
     SHARED_GROUPINGS,
     SharedPiece,
     SharedTask,
-    closes_only,
+    merge_pieces,
     shared_shard,
 )
 from modelyard.strategies._vbt_layout import Layout, build_layout
@@ -138,39 +137,6 @@ def _predictions_sha256(signals: VariantSignals, symbols: Sequence[str]) -> str:
     for s in symbols:
         digest.update(np.ascontiguousarray(signals.predictions[s].to_numpy(np.float32)).tobytes())
     return digest.hexdigest()
-
-
-def _quality(
-    signals: VariantSignals,
-    names: Sequence[str],
-    targets: Mapping[tuple[str, str], np.ndarray],
-    ranked: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] | None = None,
-) -> dict[str, float]:
-    """:func:`~modelyard.models.metrics.metrics` of ``names``' pooled rows, the same floats.
-
-    ``ranked`` (shared by the variants' calls) keeps each pooling's paired targets and their
-    ranks: the other variant reuses the ranks when its paired targets are the same values (the
-    usual case: the same horizon and the same finite rows), which saves a sort of every row.
-    """
-    pred = np.concatenate([signals.predictions[s].to_numpy(np.float64) for s in names])
-    model = {d.symbol: d.model_id for d in signals.decisions}
-    target = np.concatenate([np.asarray(targets[(s, model[s])], np.float64) for s in names])
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction has {pred.size} rows but target has {target.size}")
-    keep = np.isfinite(pred) & np.isfinite(target)
-    p, t = pred[keep], target[keep]
-    rank_ic = float("nan")
-    if p.size >= 2:
-        key = tuple(names)
-        known = ranked.get(key) if ranked is not None else None
-        if known is not None and np.array_equal(known[0], t):
-            t_ranks = known[1]
-        else:
-            t_ranks = _ranks(t)
-            if ranked is not None:
-                ranked[key] = (t, t_ranks)
-        rank_ic = _ic(_ranks(p), t_ranks)
-    return {"ic": _ic(p, t), "rank_ic": rank_ic, "hit_rate": _hit_rate(p, t)}
 
 
 def compare(
@@ -260,24 +226,32 @@ def compare(
             if (p := tuple(s for s in part if s not in lost))
         ]
         # the gross limit couples every symbol: both variants' weights, here
-        signals = {v: _variant_signals(v, pieces, names, max_gross) for v in VARIANTS}
+        signals = {v: _variant_signals(v, pieces, data, names, max_gross) for v in VARIANTS}
         weights = {v: signals[v].weights for v in VARIANTS}
         run = _run_config(layout, names, engine, timeframe, cash, max_gross)
-        # the shared accounts (the largest tasks) first, then the standalone shards: workers
-        # take them in that order, so no simulation is left to one process at the end
-        closes = closes_only(data, names)
         # a standalone account needs only its symbol's bar timestamps: no columns travel
         stamps = {s: data[s].iloc[:, :0] for s in names}
-        decisions = {v: tuple(signals[v].decisions) for v in VARIANTS}
+        # the shared accounts (the largest tasks) first, then the standalone shards: workers
+        # take them in that order, so no simulation is left to one process at the end; with
+        # several workers each variant is a task of its own (groups are simulated
+        # independently: the same bits as one broadcast of both)
+        task = SharedTask(
+            "portfolio",
+            layout,
+            tuple(setups),
+            {v: {s: w.to_numpy(np.float64) for s, w in weights[v].items()} for v in VARIANTS},
+            engine,
+            cash,
+            run,
+            {v: tuple(signals[v].decisions) for v in VARIANTS},
+            {v: {s: p.to_numpy(np.float64) for s, p in signals[v].predictions.items()}
+             for v in VARIANTS},
+            _targets(cfg, signals, pieces),
+        )  # fmt: skip
+        parts = [(v,) for v in VARIANTS] if runner.workers > 1 else [VARIANTS]
         shared_batch = runner.start(
             shared_shard,
-            [
-                (
-                    closes,
-                    SharedTask(g, layout, tuple(setups), weights, engine, cash, run, decisions),
-                )
-                for g in SHARED_GROUPINGS
-            ],
+            [(task.part(g, vs),) for g in SHARED_GROUPINGS for vs in parts],
             name="shared",
         )
         report("standalone", 0, len(VARIANTS) * len(kept))
@@ -292,7 +266,7 @@ def compare(
                             part,
                             tuple(setup_of[s] for s in part),
                             layout_columns(layout, part),
-                            {variant: {s: weights[variant][s] for s in part}},
+                            {variant: {s: weights[variant][s].to_numpy() for s in part}},
                             engine,
                             params,
                         ),
@@ -303,11 +277,9 @@ def compare(
             )
             for variant in VARIANTS
         ]
-        # this process scores the shared accounts' predictions while the workers simulate
-        quality = _shared_quality(cfg, names, setups, signals, pieces)
         report("simulate", 0, len(SHARED_GROUPINGS))
         shared = shared_batch.gather(lambda done, total: report("simulate", done, total))
-        driver = _shared_accounts(cfg, names, setups, signals, quality, shared, run, report)
+        driver = _shared_accounts(cfg, names, setups, signals, shared, run, report)
         alone: list[object] = []
         total = len(VARIANTS) * len(kept)
         for batch in batches:
@@ -391,17 +363,22 @@ def _as_failure(
 
 
 def _variant_signals(
-    variant: str, pieces: Sequence[SignalsPiece], names: Sequence[str], max_gross: float
+    variant: str,
+    pieces: Sequence[SignalsPiece],
+    data: Mapping[str, pd.DataFrame],
+    names: Sequence[str],
+    max_gross: float,
 ) -> VariantSignals:
-    """One variant's pieces in symbol order, then the gross limit across every symbol (this
-    is :func:`~modelyard.strategies.signals.target_weight_history` on the whole universe)."""
+    """One variant's pieces in symbol order (on each symbol's bars), then the gross limit
+    across every symbol (:func:`~modelyard.strategies.signals.target_weight_history` on the
+    whole universe)."""
     preds = {s: p.predictions[variant][s] for p in pieces for s in p.symbols}
     raw = {s: p.raw_weights[variant][s] for p in pieces for s in p.symbols}
     decisions = {d.symbol: d for p in pieces for d in p.decisions[variant]}
     return VariantSignals(
         variant,
-        {s: preds[s] for s in names},
-        limit_gross({s: raw[s] for s in names}, max_gross),
+        {s: pd.Series(preds[s], index=data[s].index, name="prediction") for s in names},
+        limit_gross({s: pd.Series(raw[s], index=data[s].index) for s in names}, max_gross),
         [decisions[s] for s in names],
     )
 
@@ -439,30 +416,19 @@ def _members(names: Sequence[str], setups: Sequence[SymbolSetup]) -> dict[str, l
     return {c: [s for s in names if classes[s] == c] for c in dict.fromkeys(classes.values())}
 
 
-def _shared_quality(
-    cfg: AssetsConfig,
-    names: Sequence[str],
-    setups: Sequence[SymbolSetup],
-    signals: Mapping[str, VariantSignals],
-    pieces: Sequence[SignalsPiece],
-) -> dict[tuple[str, str], dict[str, float]]:
-    """Prediction quality of the portfolio (key ``(variant, "")``) and of each class
-    (``(variant, asset_class)``): their symbols' rows pooled."""
+def _targets(
+    cfg: AssetsConfig, signals: Mapping[str, VariantSignals], pieces: Sequence[SignalsPiece]
+) -> dict[tuple[str, str], np.ndarray]:
+    """(symbol, serving model) -> the forward returns over that model's horizon, for every
+    model that serves a symbol in some variant."""
     horizons = {m: cfg.models[m].horizon for v in VARIANTS for m in _models(signals[v])}
-    targets = {
+    return {
         (s, m): target
         for piece in pieces
         for s in piece.symbols
         for m, h in horizons.items()
         if (target := piece.targets.get((s, h))) is not None
     }
-    ranked: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = {}
-    out: dict[tuple[str, str], dict[str, float]] = {}
-    for variant in VARIANTS:
-        out[(variant, "")] = _quality(signals[variant], names, targets, ranked)
-        for cls, syms in _members(names, setups).items():
-            out[(variant, cls)] = _quality(signals[variant], syms, targets, ranked)
-    return out
 
 
 def _shared_accounts(
@@ -470,17 +436,16 @@ def _shared_accounts(
     names: Sequence[str],
     setups: Sequence[SymbolSetup],
     signals: Mapping[str, VariantSignals],
-    quality: Mapping[tuple[str, str], Mapping[str, float]],
     shared: Sequence[object],
     run: dict[str, Any],
     report: Progress,
 ) -> _Shared:
     """The portfolio and class accounts' rows, Results and curves, from the ``shared`` stage
-    (:mod:`~modelyard.scale.shared`) and their prediction ``quality``."""
-    got = {p.grouping: p for p in shared if isinstance(p, SharedPiece)}
-    if len(got) != len(SHARED_GROUPINGS):
-        lost = [str(p) for p in shared if not isinstance(p, SharedPiece)]
+    (:mod:`~modelyard.scale.shared`)."""
+    lost = [str(p) for p in shared if not isinstance(p, SharedPiece)]
+    if lost:
         raise DataError(f"the shared (portfolio, class) accounts failed: {'; '.join(lost)}")
+    got = merge_pieces([p for p in shared if isinstance(p, SharedPiece)])
     out = _Shared(run, [], {}, {}, {})
     members = _members(names, setups)
     steps = len(VARIANTS) * (1 + len(members))
@@ -498,7 +463,7 @@ def _shared_accounts(
             config={"run": res.config["run"], "assets": assets},
         )
         out.equity[variant] = out.results[variant].equity
-        scores = quality[(variant, "")]
+        scores = got["portfolio"].quality[(variant, "")]
         out.rows.append(_row("portfolio", "portfolio", variant, res.stats, scores, model, names))
         done += 1
         report("stats", done, steps)
@@ -506,7 +471,8 @@ def _shared_accounts(
             key = (variant, cls)
             out.class_equity[key] = got["class"].class_equity[key]
             stats = got["class"].class_stats[key]
-            out.rows.append(_row("class", cls, variant, stats, quality[key], model, syms))
+            scores = got["class"].quality[key]
+            out.rows.append(_row("class", cls, variant, stats, scores, model, syms))
             done += 1
             report("stats", done, steps)
     return out

@@ -354,7 +354,7 @@ def _column_order(setups: Sequence[SymbolSetup]) -> list[int]:
 def simulate(
     layout: Layout,
     setups: Sequence[SymbolSetup],
-    weights: Mapping[str, Mapping[str, pd.Series]],
+    weights: Mapping[str, Mapping[str, npt.ArrayLike]],
     *,
     cash: float,
     grouping: Grouping = "portfolio",
