@@ -246,12 +246,22 @@ class DaskRunner(Runner):
         self, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], *, name: str
     ) -> Batch:
         token = uuid.uuid4().hex[:10]
+        # an argument that several calls share (the same object) goes to every worker once
+        uses = Counter(id(a) for args in calls for a in args)
+        sent: dict[int, Any] = {}
+        for args in calls:
+            for a in args:
+                if uses[id(a)] > 1 and id(a) not in sent:
+                    sent[id(a)] = self.client.scatter([a], broadcast=True, hash=False)[0]
         with warnings.catch_warnings():
             # each shard's bars are sent once per stage; that is the design, not a repetition
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
             futures = [
                 self.client.submit(
-                    fn, *args, key=f"modelyard-{name}-{i}-{token}", retries=self.retries
+                    fn,
+                    *(sent.get(id(a), a) for a in args),
+                    key=f"modelyard-{name}-{i}-{token}",
+                    retries=self.retries,
                 )
                 for i, args in enumerate(calls)
             ]

@@ -56,7 +56,6 @@ class SharedTask:
     """One grouping of the shared accounts, every variant at once."""
 
     grouping: SharedGrouping
-    layout: Layout
     setups: tuple[SymbolSetup, ...]
     weights: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> after limit
     engine: str
@@ -70,7 +69,6 @@ class SharedTask:
         """This task for ``grouping`` and only ``variants`` (what travels shrinks with it)."""
         return SharedTask(
             grouping,
-            self.layout,
             self.setups,
             {v: self.weights[v] for v in variants},
             self.engine,
@@ -152,26 +150,28 @@ def _members(setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
     return {c: [s for s in classes if classes[s] == c] for c in dict.fromkeys(classes.values())}
 
 
-def shared_shard(task: SharedTask) -> SharedPiece:
-    """Simulate ``task.grouping`` for every variant, compute its accounts, score them (BLAS
-    on one thread, as every shard: the IC's last bits must not depend on the process)."""
+def shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
+    """Simulate ``task.grouping`` for every variant on the run's ``layout`` (an argument of its
+    own: every shared task has the same, and an executor may send it once per worker), compute
+    the accounts, score them (BLAS on one thread, as every shard: the IC's last bits must not
+    depend on the process)."""
     with one_blas_thread():
-        return _shared_shard(task)
+        return _shared_shard(task, layout)
 
 
-def _shared_shard(task: SharedTask) -> SharedPiece:
+def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     started = time.perf_counter()
     setups = list(task.setups)
     names = [s.symbol for s in setups]
     sim = simulate(
-        task.layout,
+        layout,
         setups,
         task.weights,
         cash=task.cash,
         grouping=task.grouping,
         engine=task.engine,
     )
-    bars = _closes(task.layout)
+    bars = _closes(layout)
     results: dict[str, Result] = {}
     class_equity: dict[tuple[str, str], pd.Series] = {}
     class_stats: dict[tuple[str, str], dict[str, Any]] = {}
@@ -193,7 +193,7 @@ def _shared_shard(task: SharedTask) -> SharedPiece:
             for cls, syms in _members(setups).items():
                 quality[(variant, cls)] = pooled_quality(preds, routes, syms, task.targets, ranks)
     if task.grouping == "class":
-        class_equity, class_stats = _class_accounts(bars, task, sim)
+        class_equity, class_stats = _class_accounts(bars, task, layout, sim)
     return SharedPiece(
         task.grouping,
         results,
@@ -206,10 +206,9 @@ def _shared_shard(task: SharedTask) -> SharedPiece:
 
 
 def _class_accounts(
-    bars: Mapping[str, pd.DataFrame], task: SharedTask, sim: Any
+    bars: Mapping[str, pd.DataFrame], task: SharedTask, layout: Layout, sim: Any
 ) -> tuple[dict[tuple[str, str], pd.Series], dict[tuple[str, str], dict[str, Any]]]:
     """Each (variant, class) account's curve (on the union of its symbols' bars) and stats."""
-    layout = task.layout
     names = [s.symbol for s in task.setups]
     calendar = {s.symbol: s.calendar for s in task.setups}
     symbol_ppy = {s: symbol_periods_per_year(bars[s].index, calendar[s]) for s in names}

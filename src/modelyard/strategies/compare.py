@@ -197,15 +197,19 @@ def compare(
         local = local_routing(cfg) if runner.in_process and runner.kind == "serial" else None
         run_a = signals_shard if local is None else functools.partial(_signals_with, local)
         report("signals", 0, len(shards))
-        outcome = runner.map(
+        signals_batch = runner.start(
             run_a,
             [
                 ({s: data[s] for s in part}, SignalsTask(i, part, params))
                 for i, part in enumerate(shards)
             ],
             name="signals",
-            done=lambda done, total: report("signals", done, total),
         )
+        # while the workers compute the signals: the accounts' timeline (rebuilt below only
+        # if a shard fails and its symbols drop out)
+        planned = list(names)
+        layout = build_layout(data, names) if not runner.in_process else None
+        outcome = signals_batch.gather(lambda done, total: report("signals", done, total))
         failures = [_as_failure(shards[i], i, "signals", r) for i, r in enumerate(outcome)]
         pieces = [r for r in outcome if isinstance(r, SignalsPiece)]
         lost = {s for f in failures if f is not None for s in f.symbols}
@@ -217,7 +221,8 @@ def compare(
         data = {s: data[s] for s in names}
         setups = symbol_setups(AssetSpecificModelRouter(cfg, asset_specific=False), names)
         classes = {s.symbol: s.asset_class for s in setups}
-        layout = build_layout(data, names)
+        if layout is None or names != planned:
+            layout = build_layout(data, names)
         engine = choose_engine(layout, setups)
         setup_of = {s.symbol: s for s in setups}
         kept = [
@@ -237,7 +242,6 @@ def compare(
         # independently: the same bits as one broadcast of both)
         task = SharedTask(
             "portfolio",
-            layout,
             tuple(setups),
             {v: {s: w.to_numpy(np.float64) for s, w in weights[v].items()} for v in VARIANTS},
             engine,
@@ -251,7 +255,7 @@ def compare(
         parts = [(v,) for v in VARIANTS] if runner.workers > 1 else [VARIANTS]
         shared_batch = runner.start(
             shared_shard,
-            [(task.part(g, vs),) for g in SHARED_GROUPINGS for vs in parts],
+            [(task.part(g, vs), layout) for g in SHARED_GROUPINGS for vs in parts],
             name="shared",
         )
         report("standalone", 0, len(VARIANTS) * len(kept))
