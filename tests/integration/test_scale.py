@@ -356,6 +356,11 @@ def test_executor_specs_are_checked() -> None:
     with pytest.raises(ValueError, match="shard_size"):
         compare(list(SYMBOLS), bars=UNIVERSES["aligned"], shard_size=0)
     assert [shard_size_for(n, w) for n, w in ((6, 1), (6, 2), (40, 2), (1, 8))] == [6, 2, 10, 1]
+    # at most about SHARD_ROWS rows a shard: 100 symbols x 100k bars -> 20 symbols
+    assert shard_size_for(100, 1, n_rows=10_000_000) == 20
+    assert shard_size_for(100, 2, n_rows=10_000_000) == 20
+    assert shard_size_for(40, 1, n_rows=800_000) == 40
+    assert shard_size_for(100, 1, 50, n_rows=10_000_000) == 50
 
 
 @pytest.mark.slow

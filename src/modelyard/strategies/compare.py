@@ -185,7 +185,8 @@ def compare(
     report = progress or (lambda stage, done, total: None)
     params = RunParams(cfg, config_key(cfg), VARIANTS, float(max_gross), float(cash), _shard_hook)
     with resolve_executor(executor, workers=workers, retries=retries) as runner:
-        size = shard_size_for(len(names), runner.workers, shard_size)
+        n_rows = sum(len(data[s]) for s in names)
+        size = shard_size_for(len(names), runner.workers, shard_size, n_rows=n_rows)
         shards = [tuple(names[k : k + size]) for k in range(0, len(names), size)]
         log.info(
             "compare: %d symbols in %d shard(s) of <= %d on %s",
