@@ -156,7 +156,7 @@ def test_value_curves_from_records_are_vectorbt_values_bit_for_bit(group_by: Any
     included."""
     import vectorbt as vbt
 
-    from modelyard.strategies.vectorized import _group_values
+    from modelyard.strategies._vbt_values import group_values
 
     rng = np.random.default_rng(5)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.02, (400, 4)), axis=0))
@@ -174,7 +174,7 @@ def test_value_curves_from_records_are_vectorbt_values_bit_for_bit(group_by: Any
     )
     assert len(pf.order_records) > 100
     want = np.asarray(pf.value(), dtype=np.float64).reshape(len(close), -1)
-    got = _group_values(pf)
+    got = group_values(pf)
     assert got.shape == want.shape
     assert got.tobytes() == want.tobytes()
 

@@ -61,10 +61,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import vectorbt as vbt
-from numba import njit
-from vectorbt.base.reshape_fns import to_1d_array, to_2d_array
-from vectorbt.portfolio import nb as vbt_nb
-from vectorbt.utils.math_ import add_nb
 
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError
@@ -80,6 +76,7 @@ from modelyard.strategies._vbt_layout import (
     previous_targets,
     record_fills,
 )
+from modelyard.strategies._vbt_values import compact_records, group_values
 from modelyard.strategies.backtest import TimeLike, _load, checked_names
 from modelyard.strategies.policy import DEFAULT_MAX_GROSS, order_targets
 from modelyard.strategies.results import (
@@ -177,8 +174,9 @@ class Simulation:
     Construction takes what the accounts need from the vectorbt portfolio and drops it (its
     arrays copy the layout's; at 100 symbols x 100k bars each holds hundreds of MB):
     :attr:`values`, the value of every group (vectorbt's ``value()`` recomputed in one pass
-    over the order records with its float operations in its order, :func:`_values_nb`: the
-    same bits), and :attr:`records`, the order records. ``portfolio`` is None afterwards.
+    over the order records with its float operations in its order, the same bits:
+    :func:`~modelyard.strategies._vbt_values.group_values`), and :attr:`records`, the order
+    records. ``portfolio`` is None afterwards.
     """
 
     portfolio: Any  # vbt.Portfolio (untyped) when built; None once values/records are taken
@@ -203,11 +201,11 @@ class Simulation:
         # vectorbt's groups are the runs of equal keys (contiguous, in column order)
         starts = [j for j in range(len(per_column)) if j == 0 or per_column[j] != per_column[j - 1]]
         group_lens = np.diff(np.r_[starts, len(per_column)]).astype(np.int64)
-        values = _group_values(pf, group_lens)
+        values = group_values(pf, group_lens)
         if len(keys) != values.shape[1]:
             raise RuntimeError(f"{values.shape[1]} value columns for {len(keys)} groups")
         object.__setattr__(self, "values", values)
-        object.__setattr__(self, "records", _compact(pf.order_records))
+        object.__setattr__(self, "records", compact_records(pf.order_records))
         object.__setattr__(self, "keys", keys)
         object.__setattr__(self, "portfolio", None)
 
@@ -245,103 +243,6 @@ class Simulation:
             fee,
             len(self.columns),
         )
-
-
-def _compact(records: npt.NDArray[np.void]) -> npt.NDArray[np.void]:
-    """``records`` without the unused tail of vectorbt's preallocated buffer (``max_orders``
-    rows) when that tail is large: a view would keep the whole buffer alive."""
-    base = records.base
-    if isinstance(base, np.ndarray) and base.nbytes > 2 * records.nbytes + (1 << 20):
-        return np.array(records, copy=True)
-    return records
-
-
-def _group_values(pf: Any, group_lens: npt.NDArray[np.int64] | None = None) -> FloatArray:
-    """``pf.value()`` of a grouped portfolio as an ``(n, groups)`` array: the same bits, in one
-    pass over the order records (:func:`_values_nb`) instead of vectorbt's chain of ``(n, m)``
-    intermediates and pandas wrapping. ``group_lens`` (columns per group, contiguous) saves
-    vectorbt's grouper, which factorizes the column MultiIndex."""
-    records = pf.order_records
-    shape = tuple(int(d) for d in pf.wrapper.shape_2d)
-    if group_lens is None:
-        group_lens = pf.wrapper.grouper.get_group_lens()
-    if isinstance(pf._init_cash, int):  # an InitCashMode: let vectorbt resolve it
-        init_cash = np.asarray(pf.get_init_cash(), dtype=np.float64).reshape(-1)
-    else:  # Portfolio.get_init_cash of a grouped portfolio, without the wrapping
-        raw = np.asarray(to_1d_array(pf._init_cash), dtype=np.float64)
-        init_cash = vbt_nb.init_cash_grouped_nb(raw, group_lens, pf.cash_sharing)
-    close = to_2d_array(pf.close)
-    if pf.fillna_close and np.isnan(close).any():  # ffill + bfill changes nothing without NaN
-        close = to_2d_array(pf.get_filled_close())
-    values: FloatArray = _values_nb(
-        shape[0],
-        records,
-        np.asfortranarray(close, dtype=np.float64),  # one layout: one numba specialization
-        np.asarray(group_lens, dtype=np.int64),
-        np.ascontiguousarray(init_cash, dtype=np.float64),
-    )
-    return values
-
-
-@njit(cache=True, nogil=True)
-def _values_nb(n: int, records: Any, close: Any, group_lens: Any, init_cash: Any) -> Any:
-    """Each group's value at each step from vectorbt's order records, with vectorbt's float
-    operations in vectorbt's order: per column and step the asset and cash flows summed with
-    ``add_nb`` in record order (``asset_flow_nb``, ``cash_flow_nb``), positions cumulated with
-    ``add_nb`` every step (``assets_nb``), per group the cash flows and the ``close * position``
-    values summed from 0 in column order (``sum_grouped_nb``: numba's ``np.sum(axis=1)``),
-    cash cumulated with ``add_nb`` from the initial cash (``cash_grouped_nb``), value = cash +
-    asset value (``value_nb``); a zero position is valued 0 whatever its close.
-
-    The records come group by group (``from_orders``) or step by step (flexible): they are
-    taken step by step, each step's in record order (a stable counting sort)."""
-    m = close.shape[1]
-    n_records = len(records)
-    start = np.zeros(n + 1, dtype=np.int64)
-    for k in range(n_records):
-        start[records[k]["idx"] + 1] += 1
-    for i in range(n):
-        start[i + 1] += start[i]
-    by_step = np.empty(n_records, dtype=np.int64)
-    fill = start[:n].copy()
-    for k in range(n_records):
-        i = records[k]["idx"]
-        by_step[fill[i]] = k
-        fill[i] += 1
-    out = np.empty((n, len(group_lens)), dtype=np.float64)
-    position = np.zeros(m, dtype=np.float64)
-    asset_flow = np.zeros(m, dtype=np.float64)
-    cash_flow = np.zeros(m, dtype=np.float64)
-    cash = init_cash.copy()
-    for i in range(n):
-        for q in range(start[i], start[i + 1]):
-            record = records[by_step[q]]
-            j = record["col"]
-            amount = record["size"]
-            if record["side"] == 1:  # OrderSide.Sell
-                amount *= -1
-            asset_flow[j] = add_nb(asset_flow[j], amount)
-            cash_flow[j] = add_nb(cash_flow[j], -amount * record["price"] - record["fees"])
-        first = 0
-        for g in range(len(group_lens)):
-            last = first + group_lens[g]
-            flows = 0.0
-            value = 0.0
-            for j in range(first, last):
-                flows += cash_flow[j]
-                position[j] = add_nb(position[j], asset_flow[j])
-                if position[j] != 0.0:
-                    value += close[i, j] * position[j]
-                else:
-                    value += 0.0 * position[j]
-            cash[g] = add_nb(cash[g], flows)
-            out[i, g] = cash[g] + value
-            first = last
-        for q in range(start[i], start[i + 1]):
-            j = records[by_step[q]]["col"]
-            asset_flow[j] = 0.0
-            cash_flow[j] = 0.0
-    return out
 
 
 def _column_order(setups: Sequence[SymbolSetup]) -> list[int]:
