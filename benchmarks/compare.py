@@ -116,7 +116,7 @@ def _simulate_users() -> list[ModuleType]:
 def timed_compare(bars: dict[str, pd.DataFrame]) -> tuple[Timing, Any]:
     """The :class:`Timing` of one ``compare`` call, and its result."""
     sim = Timed(vectorized.simulate)
-    values = Timed(vectorized._group_values)
+    values = Timed(vectorized.group_values)
     patched = [m for m in _simulate_users() if getattr(m, "simulate", None) is vectorized.simulate]
     marks: list[tuple[str, float]] = []
 
@@ -125,7 +125,7 @@ def timed_compare(bars: dict[str, pd.DataFrame]) -> tuple[Timing, Any]:
 
     for module in patched:
         module.simulate = sim  # type: ignore[attr-defined]
-    vectorized._group_values = values
+    vectorized.group_values = values
     try:
         started = time.perf_counter()
         result = compare(list(bars), bars=bars, progress=progress)
@@ -133,7 +133,7 @@ def timed_compare(bars: dict[str, pd.DataFrame]) -> tuple[Timing, Any]:
     finally:
         for module in patched:
             module.simulate = vectorized.simulate  # type: ignore[attr-defined]
-        vectorized._group_values = values.fn
+        vectorized.group_values = values.fn
     stages: dict[str, float] = {}
     for k, (stage, at) in enumerate(marks):
         nxt = marks[k + 1][1] if k + 1 < len(marks) else ended
