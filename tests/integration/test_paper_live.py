@@ -335,3 +335,35 @@ def test_orders_of_one_step_are_sent_as_one_batch(live_emu: Emulator, tmp_path: 
     assert len(store.journal.orders()) == 2
     assert_invariant(store.journal, live_emu)
     store.close()
+
+
+class _Holds(bt.Strategy):  # type: ignore[misc]
+    """Records the broker's position of the first data at the first bar it sees."""
+
+    params = (("seen", None),)
+
+    def next(self) -> None:
+        if not self.p.seen:
+            position = self.broker.getposition(self.datas[0])
+            self.p.seen.append((position.size, position.price))
+
+
+def test_a_position_held_at_start_keeps_its_entry_price(live_emu: Emulator, tmp_path: Path) -> None:
+    """A position the venue already holds is adopted with its average entry price (the basis
+    of its P&L), not at price 0."""
+    live_emu.set_position("AAPL", 5.0, avg_entry_price=123.5)
+    store = AlpacaStore.for_emulator(
+        live_emu, journal=tmp_path / "j.db", risk=emulator_risk(TIMEFRAMES), silence_timeout=10.0
+    )
+    seen: list[tuple[float, float]] = []
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.setbroker(store.getbroker())
+    cerebro.adddata(store.getdata("AAPL", "1d", backfill_bars=5), name="AAPL")
+    cerebro.addstrategy(_Holds, seen=seen)
+    thread = threading.Thread(target=cerebro.run, daemon=True)
+    thread.start()
+    wait_until(lambda: bool(seen), 10.0)
+    store.stop()
+    thread.join(10.0)
+    assert seen[0] == (5.0, 123.5)
+    store.close()

@@ -299,10 +299,18 @@ class AlpacaClient:
     def get_positions(self) -> dict[str, float]:
         """Quantity by Alpaca position symbol (``AAPL``, ``BTCUSD``). Raises, never returns {}
         for a failed call."""
+        return {symbol: qty for symbol, (qty, _) in self.get_position_details().items()}
+
+    def get_position_details(self) -> dict[str, tuple[float, float]]:
+        """``(quantity, average entry price)`` by Alpaca position symbol (the price 0.0 when
+        the venue gives none). Raises, never returns {} for a failed call."""
         raw: Any = self._call("GET /v2/positions", self._client.get_all_positions)
         if not isinstance(raw, list):
             raise BrokerUnavailable(f"GET /v2/positions: unexpected answer {type(raw).__name__}")
-        return {str(p["symbol"]): float(p["qty"]) for p in raw}
+        return {
+            str(p["symbol"]): (float(p["qty"]), _float(p.get("avg_entry_price")) or 0.0)
+            for p in raw
+        }
 
     def get_order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         """The order with this ``client_order_id``, or ``None`` when the venue says 404."""

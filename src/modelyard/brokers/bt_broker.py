@@ -23,8 +23,9 @@
   each new journaled fill is one Backtrader execution (so the average price is the VWAP),
   ``partially_filled`` -> ``Partial``, ``filled`` -> ``Completed``, ``canceled`` ->
   ``Canceled``, ``expired`` -> ``Expired``, ``rejected`` -> ``Rejected``.
-* Positions are Backtrader ``Position`` s per data, started from the venue's positions (keyed
-  by Alpaca's position symbol, ``BTCUSD`` for ``BTC/USD``) and moved by the fills.
+* Positions are Backtrader ``Position`` s per data, started from the venue's positions and
+  their average entry prices (keyed by Alpaca's position symbol, ``BTCUSD`` for ``BTC/USD``)
+  and moved by the fills.
   ``getcash()`` is the account's cash moved by the fills (re-read by :meth:`refresh_account`);
   ``getvalue()`` adds the positions marked at their data's last close.
 """
@@ -115,10 +116,12 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         super().start()
         self.refresh_account()
         self.startingcash = self._cash
-        venue = self.executor.client.get_positions()
+        venue = self.executor.client.get_position_details()
         for name in self.store.datas:
-            qty = venue.get(self.executor.classifier.alpaca_position_symbol(name), 0.0)
-            self.positions[name] = bt.Position(size=qty, price=0.0)
+            key = self.executor.classifier.alpaca_position_symbol(name)
+            qty, entry = venue.get(key, (0.0, 0.0))
+            # a position held at start keeps the venue's average entry price (its P&L basis)
+            self.positions[name] = bt.Position(size=qty, price=entry)
         self._warm_assets()
         self._install_flush()
         self.store.start_trade_updates(self._on_trade_update)
