@@ -67,7 +67,6 @@ __all__ = [
     "cached_routing",
     "config_key",
     "layout_columns",
-    "on_index",
     "run_signals",
     "run_standalone",
     "signals_shard",
@@ -386,11 +385,6 @@ def _run_standalone(bars: Bars, task: StandaloneTask) -> StandalonePiece | Shard
     return StandalonePiece(
         task.shard, task.symbols, equity, stats, time.perf_counter() - started, os.getpid()
     )
-
-
-def on_index(index: pd.Index, equity: pd.Series) -> pd.Series:
-    """``equity`` restricted to the steps of ``index`` (the account cannot change elsewhere)."""
-    return equity.loc[pd.DatetimeIndex(index).tz_convert("UTC").as_unit("ns")].rename("equity")
 
 
 def layout_columns(layout: Layout, symbols: Sequence[str]) -> Layout:

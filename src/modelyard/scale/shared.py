@@ -42,6 +42,7 @@ __all__ = [
     "SHARED_GROUPINGS",
     "SharedPiece",
     "SharedTask",
+    "class_members",
     "merge_pieces",
     "pooled_quality",
     "shared_shard",
@@ -145,7 +146,8 @@ def _closes(layout: Layout) -> dict[str, pd.DataFrame]:
     }
 
 
-def _members(setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
+def class_members(setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
+    """Asset class -> its symbols (in ``setups`` order), classes in order of first appearance."""
     classes = {s.symbol: s.asset_class for s in setups}
     return {c: [s for s in classes if classes[s] == c] for c in dict.fromkeys(classes.values())}
 
@@ -177,6 +179,7 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     class_stats: dict[tuple[str, str], dict[str, Any]] = {}
     quality: dict[tuple[str, str], dict[str, float]] = {}
     ranks = TargetRanks()
+    members = class_members(setups)
     for variant in task.weights:
         preds, routes = task.predictions[variant], task.decisions[variant]
         if task.grouping == "portfolio":
@@ -190,10 +193,10 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
             )
             quality[(variant, "")] = pooled_quality(preds, routes, names, task.targets, ranks)
         else:
-            for cls, syms in _members(setups).items():
+            for cls, syms in members.items():
                 quality[(variant, cls)] = pooled_quality(preds, routes, syms, task.targets, ranks)
     if task.grouping == "class":
-        class_equity, class_stats = _class_accounts(bars, task, layout, sim)
+        class_equity, class_stats = _class_accounts(bars, task, layout, sim, members)
     return SharedPiece(
         task.grouping,
         results,
@@ -206,30 +209,38 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
 
 
 def _class_accounts(
-    bars: Mapping[str, pd.DataFrame], task: SharedTask, layout: Layout, sim: Any
+    bars: Mapping[str, pd.DataFrame],
+    task: SharedTask,
+    layout: Layout,
+    sim: Any,
+    members: Mapping[str, Sequence[str]],
 ) -> tuple[dict[tuple[str, str], pd.Series], dict[tuple[str, str], dict[str, Any]]]:
     """Each (variant, class) account's curve (on the union of its symbols' bars) and stats."""
-    names = [s.symbol for s in task.setups]
     calendar = {s.symbol: s.calendar for s in task.setups}
-    symbol_ppy = {s: symbol_periods_per_year(bars[s].index, calendar[s]) for s in names}
     position = {s: j for j, s in enumerate(layout.symbols)}
+    steps: dict[str, npt.NDArray[np.intp]] = {}
+    ppy: dict[str, float] = {}
+    for cls, syms in members.items():
+        # the class's steps: the union of its symbols' bars (the same for every variant)
+        on = np.zeros(len(layout.index), dtype=bool)
+        for sym in syms:
+            on[layout.rows[position[sym]]] = True
+        steps[cls] = np.flatnonzero(on)
+        ppy[cls] = account_periods_per_year(
+            symbol_periods_per_year(bars[s].index, calendar[s]) for s in syms
+        )
     columns = sim.columns.to_frame(index=False)
     equity: dict[tuple[str, str], pd.Series] = {}
     stats: dict[tuple[str, str], dict[str, Any]] = {}
     for variant in task.weights:
         fills = sim.fills(variant=variant)
         in_variant = (columns["variant"] == variant).to_numpy(dtype=bool)
-        for cls, syms in _members(task.setups).items():
-            # the class's steps: the union of its symbols' bars
-            on = np.zeros(len(layout.index), dtype=bool)
-            for sym in syms:
-                on[layout.rows[position[sym]]] = True
-            rows = np.flatnonzero(on)
+        for cls, syms in members.items():
+            rows = steps[cls]
             key = (variant, cls)
             g = sim.keys.index(key)
             equity[key] = pd.Series(sim.values[rows, g], index=layout.index[rows], name="equity")
             cols = np.flatnonzero(in_variant & columns["symbol"].isin(syms).to_numpy(dtype=bool))
             own = fills.where(np.isin(fills.code, cols))
-            ppy = account_periods_per_year(symbol_ppy[s] for s in syms)
-            stats[key] = account_stats(sim, key, own, rows, ppy)
+            stats[key] = account_stats(sim, key, own, rows, ppy[cls])
     return equity, stats

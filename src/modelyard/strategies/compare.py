@@ -69,6 +69,7 @@ from modelyard.scale.shared import (
     SHARED_GROUPINGS,
     SharedPiece,
     SharedTask,
+    class_members,
     merge_pieces,
     shared_shard,
 )
@@ -415,12 +416,6 @@ class _Shared:
     class_equity: dict[tuple[str, str], pd.Series]
 
 
-def _members(names: Sequence[str], setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
-    """Asset class -> its symbols, classes in order of first appearance."""
-    classes = {s.symbol: s.asset_class for s in setups}
-    return {c: [s for s in names if classes[s] == c] for c in dict.fromkeys(classes.values())}
-
-
 def _targets(
     cfg: AssetsConfig, signals: Mapping[str, VariantSignals], pieces: Sequence[SignalsPiece]
 ) -> dict[tuple[str, str], np.ndarray]:
@@ -452,7 +447,7 @@ def _shared_accounts(
         raise DataError(f"the shared (portfolio, class) accounts failed: {'; '.join(lost)}")
     got = merge_pieces([p for p in shared if isinstance(p, SharedPiece)])
     out = _Shared(run, [], {}, {}, {})
-    members = _members(names, setups)
+    members = class_members(setups)
     steps = len(VARIANTS) * (1 + len(members))
     done = 0
     assets = cfg.model_dump(mode="json")
