@@ -194,17 +194,21 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
             plimit: float | None = None, exectype: Any = None, valid: Any = None,
             tradeid: int = 0, oco: Any = None, trailamount: Any = None,
             trailpercent: Any = None, **kwargs: Any) -> Any:  # fmt: skip
-        order = bt.order.BuyOrder(
-            owner=owner, data=data, size=self._size(data, size, kwargs), price=price,
-            pricelimit=plimit, exectype=exectype, valid=valid, tradeid=tradeid,
-        )  # fmt: skip
-        return self._submit(order, kwargs)
+        return self._place(bt.order.BuyOrder, owner, data, size, price, plimit, exectype,
+                           valid, tradeid, kwargs)  # fmt: skip
 
     def sell(self, owner: Any, data: Any, size: float, price: float | None = None,
              plimit: float | None = None, exectype: Any = None, valid: Any = None,
              tradeid: int = 0, oco: Any = None, trailamount: Any = None,
              trailpercent: Any = None, **kwargs: Any) -> Any:  # fmt: skip
-        order = bt.order.SellOrder(
+        return self._place(bt.order.SellOrder, owner, data, size, price, plimit, exectype,
+                           valid, tradeid, kwargs)  # fmt: skip
+
+    def _place(self, kind: Any, owner: Any, data: Any, size: float, price: float | None,
+               plimit: float | None, exectype: Any, valid: Any, tradeid: int,
+               kwargs: dict[str, Any]) -> Any:  # fmt: skip
+        """A ``kind`` (Backtrader's ``BuyOrder``/``SellOrder``) of ``buy``/``sell``, queued."""
+        order = kind(
             owner=owner, data=data, size=self._size(data, size, kwargs), price=price,
             pricelimit=plimit, exectype=exectype, valid=valid, tradeid=tradeid,
         )  # fmt: skip
