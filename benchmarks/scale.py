@@ -74,6 +74,19 @@ def check_same(got: Comparison, want: Comparison) -> None:
         assert got.equity[key].to_numpy().tobytes() == curve.to_numpy().tobytes()
 
 
+def warm_runs(
+    executor: Any, names: list[str], bars: dict[str, pd.DataFrame], repeat: int, base: Comparison
+) -> tuple[float, Stages]:
+    """``repeat`` runs on ``executor``, each checked equal to ``base``: (median s, last split)."""
+    runs = [
+        timed(lambda st: compare(names, bars=bars, executor=executor, progress=st))
+        for _ in range(repeat)
+    ]
+    for _, got, _ in runs:
+        check_same(got, base)
+    return statistics.median(t for t, _, _ in runs), runs[-1][2]
+
+
 def _noop() -> None:
     return None
 
@@ -123,13 +136,7 @@ def main() -> None:
                 lambda st: compare(names, bars=bars, executor=client, progress=st)
             )
             check_same(got, base)
-            runs = [
-                timed(lambda st: compare(names, bars=bars, executor=client, progress=st))
-                for _ in range(args.repeat)
-            ]
-            for _, got, _ in runs:
-                check_same(got, base)
-            warm = statistics.median(t for t, _, _ in runs)
+            warm, warm_stages = warm_runs(client, names, bars, args.repeat, base)
             dask_noop = shard_overhead(client)
             t1, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client, shard_size=1))
             tw, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client))
@@ -137,21 +144,15 @@ def main() -> None:
         cluster.close()
     print(f"  dask cold: cluster + warm-up  {startup:7.2f} s")
     print(f"             first run          {first:7.2f} s   (total {startup + first:.2f} s)")
-    print(f"  dask warm                     {warm:7.2f} s   ({runs[-1][2].split()})")
+    print(f"  dask warm                     {warm:7.2f} s   ({warm_stages.split()})")
     print(f"  speedup dask warm / serial    {serial / warm:7.2f} x   (goal >= 1.6)")
     print(f"  speedup dask cold / serial    {serial / (startup + first):7.2f} x")
 
     with process_pool(args.workers) as pool:
         timed(lambda st: compare(names, bars=tiny, executor=pool))  # start + warm the processes
-        pool_runs = [
-            timed(lambda st: compare(names, bars=bars, executor=pool, progress=st))
-            for _ in range(args.repeat)
-        ]
-        for _, got, _ in pool_runs:
-            check_same(got, base)
-        pool_warm = statistics.median(t for t, _, _ in pool_runs)
+        pool_warm, pool_stages = warm_runs(pool, names, bars, args.repeat, base)
         pool_noop = shard_overhead(pool)
-    print(f"  pool warm                     {pool_warm:7.2f} s   ({pool_runs[-1][2].split()})")
+    print(f"  pool warm                     {pool_warm:7.2f} s   ({pool_stages.split()})")
     print(f"  speedup pool warm / serial    {serial / pool_warm:7.2f} x")
 
     n_shards = 2 * args.symbols  # two stages
