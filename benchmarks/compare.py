@@ -2,22 +2,18 @@
 
     python benchmarks/compare.py [--symbols 100] [--bars 100000] [--quick] [--skip-bt]
 
-(a) The full comparison (features, batched inference, policy, both routing variants, the three
-    account levels, orders/trades/stats/IC) on SYMBOLS x BARS synthetic random-walk hourly bars
-    (fixed seed; half crypto symbols, half equity tickers, one timeline) against one bare
-    ``vbt.Portfolio.from_orders`` call on precomputed target weights of the same shape
-    (BARS x 2*SYMBOLS columns, grouped by variant, the same settings). Prints the ratio
-    ours/bare (goal <= 3x) and the split of ours: router + features + inference + policy
-    against the portfolio simulations (goal: <= 2x).
-(b) The same comparison on 10 x 10,000 bars against Backtrader doing the same accounts: per
-    variant, features + inference once (``predict_history``, timed), then ``run_backtest`` with
-    those ``predictions`` on the portfolio (every symbol), on each asset class's symbols and on
-    each symbol alone: 1 + classes + symbols runs per variant, as ``compare()`` reports. (A
-    sub-account's ``run_backtest`` applies the gross limit to its own symbols, where
-    ``compare()`` trades the portfolio's weights: the same work, not the same numbers.) Prints
-    the equal-work speedup (goal >= 50x) and, for reference, the portfolio-only one
-    (``run_backtest`` once per variant computing its own predictions, against the whole
-    ``compare()``).
+(a) The full comparison (features, batched inference, policy, both routing variants, the
+    portfolio simulation and the class and symbol sleeves read from it, orders/trades/stats/IC)
+    on SYMBOLS x BARS synthetic random-walk hourly bars (fixed seed; half crypto symbols, half
+    equity tickers, one timeline) against one bare ``vbt.Portfolio.from_orders`` call on
+    precomputed target weights of the same shape (BARS x 2*SYMBOLS columns, grouped by variant,
+    the same settings). Prints the ratio ours/bare (goal <= 3x) and the split of ours: router +
+    features + inference + policy against the portfolio simulation (goal: <= 2x). With
+    ``--workers N`` it also times ``compare(executor="processes", workers=N)`` (a warm pool).
+(b) The same comparison on 10 x 10,000 bars against Backtrader: ``run_backtest`` once per
+    variant, each computing its own features and predictions, as ``compare()`` does; both
+    give the portfolio's orders, and ``compare()`` also the sleeves and pooled IC. Prints the
+    speedup (goal >= 50x).
 
 numba kernels are compiled first on a small run: the times exclude compile time. Peak RSS
 (``ru_maxrss``, the whole process so far) is printed after (a). ``--repeat N`` keeps the best
@@ -40,12 +36,10 @@ import numpy as np
 import pandas as pd
 import vectorbt as vbt
 
-from modelyard.config import load_config
-from modelyard.routing.router import AssetSpecificModelRouter
+from modelyard.scale.executors import process_pool
 from modelyard.strategies import vectorized
 from modelyard.strategies.backtest import run_backtest
 from modelyard.strategies.compare import compare
-from modelyard.strategies.signals import predict_history
 
 SEED = 20261130
 log = logging.getLogger("benchmarks.compare")
@@ -145,29 +139,6 @@ def timed_compare(bars: dict[str, pd.DataFrame]) -> tuple[Timing, Any]:
     return timing, result
 
 
-def backtrader_accounts(
-    bars: dict[str, pd.DataFrame], classes: dict[str, str]
-) -> tuple[float, int]:
-    """(b): Backtrader on ``compare()``'s accounts (module docstring): seconds and runs."""
-    config = load_config(None)
-    started = time.perf_counter()
-    runs = 0
-    members = [[s for s in bars if classes[s] == c] for c in dict.fromkeys(classes.values())]
-    for flag in (False, True):
-        router = AssetSpecificModelRouter(config, asset_specific=flag)
-        predictions, _ = predict_history(router, bars)
-        for names in [list(bars), *members, *([s] for s in bars)]:
-            run_backtest(
-                names,
-                bars={s: bars[s] for s in names},
-                asset_specific=flag,
-                config=config,
-                predictions={s: predictions[s] for s in names},
-            )
-            runs += 1
-    return time.perf_counter() - started, runs
-
-
 def bare_from_orders(bars: dict[str, pd.DataFrame], seed: int = SEED) -> float:
     """One ``from_orders`` on precomputed targets, BARS x 2*SYMBOLS, grouped by variant."""
     rng = np.random.default_rng(seed + 1)
@@ -210,6 +181,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20 symbols x 5,000 bars")
     parser.add_argument("--skip-bt", action="store_true", help="skip (b), the Backtrader run")
     parser.add_argument(
+        "--workers", type=int, default=0, help="also time compare() on a warm pool of N processes"
+    )
+    parser.add_argument(
         "--repeat", type=int, default=1, help="time compare() and bare N times, keep the best"
     )
     args = parser.parse_args()
@@ -235,15 +209,15 @@ def main() -> None:
     n_orders = sum(len(r.orders) for r in result.results.values())
     other = timing.total - timing.signals - timing.simulation
     values = f"(incl. {timing.values:.2f} s value curves from records)"
-    print(f"(a) {n_sym} symbols x {n_bars:,} bars, 2 variants, 3 account levels ({best})")
+    print(f"(a) {n_sym} symbols x {n_bars:,} bars, 2 variants ({best})")
     print(
         f"    compare()                     {timing.total:8.2f} s  ({n_orders:,} portfolio orders)"
     )
     print(f"      router+features+inference   {timing.signals:8.2f} s  (+ policy, gross limit)")
     print(
-        f"      portfolio simulations       {timing.simulation:8.2f} s  (vectorbt, every simulate)"
+        f"      portfolio simulation        {timing.simulation:8.2f} s  (vectorbt, every simulate)"
     )
-    print(f"      orders/trades/stats/IC      {other:8.2f} s  (the rest) {values}")
+    print(f"      orders/trades/sleeves/stats/IC {other:5.2f} s  (the rest) {values}")
     print("      by progress stage           " + ", ".join(
         f"{stage} {seconds:.2f} s" for stage, seconds in timing.stages.items()
     ))  # fmt: skip
@@ -252,6 +226,19 @@ def main() -> None:
     ratio = timing.signals / timing.simulation
     print(f"    ratio signals/simulation      {ratio:8.2f} x   (goal <= 2)")
     print(f"    peak RSS                      {peak_rss_mib():8.0f} MiB")
+    if args.workers:
+        del result
+        with process_pool(args.workers) as pool:
+            compare(list(warm), bars=warm, executor=pool)  # start and warm the processes
+            pooled = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                result = compare(list(bars), bars=bars, executor=pool)
+                pooled.append(time.perf_counter() - started)
+        print(
+            f"    compare(), {args.workers} processes      {min(pooled):8.2f} s  "
+            f"= {min(pooled) / bare:.2f} x bare ({args.workers} cores against bare's one)"
+        )
 
     if not args.skip_bt:
         small = synthetic_bars(10, 10_000)
@@ -260,23 +247,14 @@ def main() -> None:
         for _ in range(args.repeat - 1):
             timing_b = min(timing_b, timed_compare(small)[0], key=lambda t: t.total)
         total_b = timing_b.total
-        equal, runs = backtrader_accounts(small, result.asset_classes)
         started = time.perf_counter()
         for flag in (False, True):
             run_backtest(list(small), bars=small, asset_specific=flag)
-        portfolio_only = time.perf_counter() - started
+        backtrader = time.perf_counter() - started
         print("(b) 10 symbols x 10,000 bars, 2 variants")
-        print(f"    compare() (vectorbt)          {total_b:8.2f} s  ({best}; 3 account levels)")
-        print(
-            f"    Backtrader, same accounts     {equal:8.2f} s  "
-            f"({runs} run_backtest + 2 predict_history)"
-        )
-        print(f"    speedup, equal work           {equal / total_b:8.1f} x   (goal >= 50)")
-        print(f"    Backtrader, portfolio only    {portfolio_only:8.2f} s  (2 run_backtest runs)")
-        print(
-            f"    speedup, portfolio only       {portfolio_only / total_b:8.1f} x   "
-            "(Backtrader does less work)"
-        )
+        print(f"    compare() (vectorbt)          {total_b:8.2f} s  ({best})")
+        print(f"    Backtrader                    {backtrader:8.2f} s  (2 run_backtest runs)")
+        print(f"    speedup                       {backtrader / total_b:8.1f} x   (goal >= 50)")
 
 
 if __name__ == "__main__":

@@ -200,8 +200,8 @@ def test_process_pool_equals_serial(pool: ProcessPoolExecutor, kind: str, size: 
     )
     assert_identical(got, serial(kind))
     n_shards = -(-len(SYMBOLS) // size)
-    # signals: one task per shard; standalone: one per shard and variant
-    for stage, total in (("signals", n_shards), ("standalone", 2 * n_shards)):
+    # signals: one task per shard; the accounts (simulate): one per variant on 2 workers
+    for stage, total in (("signals", n_shards), ("simulate", 2)):
         seen = [(d, t) for s, d, t in stages if s == stage]
         assert seen == [(k, total) for k in range(total + 1)], stage
 

@@ -130,7 +130,7 @@ def test_compare_tables_both_variants(base_config_dict: dict[str, Any], tmp_path
         row = comp.table[(comp.table["level"] == "portfolio") & (comp.table["variant"] == variant)]
         assert row["total_return"].item() == comp.results[variant].stats["total_return"]
         assert row["n_bars"].item() == 400
-    # a standalone symbol's account: trades that symbol only, from the full cash
+    # a symbol's sleeve: its own fills in the portfolio, from the full cash
     alone = comp.symbol_equity[("universal", "AAPL")]
     assert alone.iloc[0] == 100_000.0  # no fill before its second bar
     assert comp.symbol_equity[("universal", "MSFT")].iloc[-1] != alone.iloc[-1]
@@ -212,3 +212,47 @@ def test_simulation_fills_are_its_orders(engine: str, grouping: Any) -> None:
             np.testing.assert_array_equal(getattr(fills, name), getattr(want, name), name)
         symbol_of = sim.symbol_names(variant=variant)
         assert [symbol_of[c] for c in fills.code] == list(orders["symbol"])
+
+
+@pytest.mark.parametrize("engine", ["orders", "order_func"])
+def test_sleeves_add_up_to_the_portfolio(engine: str) -> None:
+    """compare's class and symbol rows are sleeves of the portfolio simulation: the profit and
+    loss of the symbols' sleeves sums to the portfolio's at every step, and a class's to its
+    symbols'; a sleeve moves only with its own fills and closes."""
+    from modelyard.config import load_config
+    from modelyard.routing.router import AssetSpecificModelRouter
+    from modelyard.strategies.signals import symbol_setups
+    from modelyard.strategies.vectorized import simulate
+
+    days = pd.date_range("2024-01-01", periods=120, freq="D", tz="UTC")
+    bars = {
+        "BTC/USD": _bars(days, 1, 40_000.0),
+        "ETH/USD": _bars(days, 7, 2_000.0),
+        "AAPL": _bars(days, 2, 180.0),
+    }
+    names = list(bars)
+    setups = symbol_setups(AssetSpecificModelRouter(load_config(None)), names)
+    rng = np.random.default_rng(11)
+    weights = {
+        v: {s: pd.Series(np.round(rng.uniform(0.0, 0.3, 120), 1), index=days) for s in names}
+        for v in ("universal", "asset_specific")
+    }
+    cash = 1e5
+    sim = simulate(build_layout(bars, names), setups, weights, cash=cash, engine=engine)
+    symbols, symbol_keys = sim.sleeve_values("symbol")
+    classes, class_keys = sim.sleeve_values("class")
+    assert len(sim.records) > 50
+    for g, key in enumerate(sim.keys):
+        (variant,) = key
+        mine = [k for k, sk in enumerate(symbol_keys) if sk[0] == variant]
+        pnl = (symbols[:, mine] - cash).sum(axis=1)
+        np.testing.assert_allclose(pnl, sim.values[:, g] - cash, rtol=0, atol=1e-6)
+        for c, ck in enumerate(class_keys):
+            if ck[0] != variant:
+                continue
+            members = [k for k, sk in enumerate(symbol_keys) if sk[:2] == ck]
+            class_pnl = (symbols[:, members] - cash).sum(axis=1)
+            np.testing.assert_allclose(class_pnl, classes[:, c] - cash, rtol=0, atol=1e-6)
+    # a symbol with no fill keeps the cash; one with fills moves
+    assert (symbols[0] == cash).all()
+    assert (np.abs(symbols[-1] - cash) > 1.0).all()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 __all__ = ["Metrics", "TargetRanks", "hit_rate", "ic", "icir", "metrics", "rank_ic"]
 
@@ -46,23 +48,30 @@ def ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
 def _ranks(x: FloatArray) -> FloatArray:
     """1-based ranks; tied values share the average of the ranks they span.
 
-    One sort; the ranks are exact (half-)integers, whatever the sort: the same bits as
-    ``np.unique(x, return_inverse=True, return_counts=True)`` would give them.
+    One sort, then one pass over it (:func:`_ranks_nb`); the ranks are exact (half-)integers,
+    whatever the sort: the same bits as ``np.unique(x, return_inverse=True,
+    return_counts=True)`` would give them.
     """
+    ranks: FloatArray = _ranks_nb(x, np.argsort(x))
+    return ranks
+
+
+@njit(cache=True, nogil=True)
+def _ranks_nb(x: Any, order: Any) -> Any:
+    """The average ranks of ``x`` from its ascending ``order``: each run of equal values
+    (positions ``k .. j-1`` of the order) gets ``(k + 1 + j) / 2``."""
     n = x.size
-    order = np.argsort(x)
-    ordered = x[order]
-    first = np.empty(n, dtype=np.bool_)
-    first[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    ends = np.empty_like(starts)
-    ends[:-1] = starts[1:]
-    ends[-1:] = n
-    counts = ends - starts
-    average = (ends - counts + 1 + ends) / 2.0
     out = np.empty(n, dtype=np.float64)
-    out[order] = np.repeat(average, counts)
+    start = 0  # the first position of the current run of equal values
+    previous = 0.0
+    for k in range(n + 1):
+        value = x[order[k]] if k < n else 0.0
+        if k == n or (k > 0 and value != previous):
+            average = (start + 1 + k) / 2.0
+            for q in range(start, k):
+                out[order[q]] = average
+            start = k
+        previous = value
     return out
 
 

@@ -1,21 +1,15 @@
 """The per-symbol work of :func:`~modelyard.strategies.compare.compare` as pure shard functions.
 
-A shard is a few symbols. Its work runs in two stages, each one pure function of what it is
-given (bars, config, run parameters), so any executor can run it anywhere and a retry gives
-the same bits:
+A shard is a few symbols. Its work is one pure function of what it is given (bars, config,
+run parameters), so any executor can run it anywhere and a retry gives the same bits:
+:func:`signals_shard` (stage ``signals``): per symbol and routing variant the route, the
+features and the batched predictions, the policy's target weights *before* the gross limit,
+the realised forward returns (targets) and the prediction quality (IC, rank IC, hit rate).
 
-1. :func:`signals_shard` (stage ``signals``): per symbol and routing variant the route, the
-   features and the batched predictions, the policy's target weights *before* the gross limit,
-   the realised forward returns (targets) and the prediction quality (IC, rank IC, hit rate).
-2. :func:`standalone_shard` (stage ``standalone``): per symbol and variant the standalone
-   account (the symbol alone with the full cash): its equity curve and its statistics.
-
-Between the stages the driver applies the gross limit across every symbol (it couples the
-symbols bar by bar). The portfolio and class accounts (cash shared across symbols: they need
-every symbol) are tasks of their own (:mod:`~modelyard.scale.shared`), started before the
-standalone shards. Shards run BLAS on
-one thread (:func:`one_blas_thread`), so their bits do not depend on the process's thread
-count.
+Then the driver applies the gross limit across every symbol (it couples the symbols bar by
+bar) and the accounts (portfolio, class and symbol sleeves: they need every symbol) run as
+tasks of their own (:mod:`~modelyard.scale.shared`). Shards run BLAS on one thread
+(:func:`one_blas_thread`), so their bits do not depend on the process's thread count.
 
 Workers keep ONE routing set in a module-level cache (:func:`cached_routing`), keyed by the
 config's hash and the model files' size and mtime: one :class:`ModelRegistry` whose ONNX
@@ -37,7 +31,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,26 +45,20 @@ from modelyard.models.metrics import metrics
 from modelyard.routing.decision import RouteDecision
 from modelyard.routing.registry import ModelRegistry
 from modelyard.routing.router import AssetSpecificModelRouter
-from modelyard.strategies._vbt_layout import Layout, build_layout
+from modelyard.strategies._vbt_layout import build_layout
 from modelyard.strategies.policy import target_weights
-from modelyard.strategies.results import account_periods_per_year, symbol_periods_per_year
-from modelyard.strategies.signals import SymbolSetup, predict_history, symbol_setups
-from modelyard.strategies.vectorized import VARIANT_FLAGS, account_stats, simulate
+from modelyard.strategies.signals import predict_history, symbol_setups
+from modelyard.strategies.vectorized import VARIANT_FLAGS
 
 __all__ = [
     "RunParams",
     "ShardFailure",
     "SignalsPiece",
     "SignalsTask",
-    "StandalonePiece",
-    "StandaloneTask",
     "cached_routing",
     "config_key",
-    "layout_columns",
     "run_signals",
-    "run_standalone",
     "signals_shard",
-    "standalone_shard",
     "warm_worker",
     "worker_state",
 ]
@@ -86,8 +74,7 @@ ShardHook = Callable[[str, int, tuple[str, ...]], None]
 class ShardFailure:
     """A shard whose symbols are missing from the result, and why.
 
-    ``stage`` is ``signals`` (the symbols are left out of every level) or ``standalone`` (they
-    stay in the portfolio and class accounts but have no per-symbol row or curve). ``error`` is
+    ``stage`` is ``signals`` (the symbols are left out of every level). ``error`` is
     the exception's type name: a modelyard error (e.g. ``DataError``) or ``WorkerLost`` when
     the shard's worker died on every attempt.
     """
@@ -137,29 +124,6 @@ class SignalsPiece:
     decisions: dict[str, list[RouteDecision]]
     quality: dict[str, dict[str, dict[str, float]]]
     targets: dict[tuple[str, int], np.ndarray]  # (symbol, horizon) -> forward log returns
-    seconds: float
-    pid: int
-
-
-@dataclass(frozen=True)
-class StandaloneTask:
-    shard: int
-    symbols: tuple[str, ...]
-    setups: tuple[SymbolSetup, ...]
-    layout: Layout  # the run's layout, restricted to these symbols' columns
-    weights: dict[str, dict[str, np.ndarray]]  # variant -> symbol -> weights after the limit
-    engine: str
-    params: RunParams
-
-
-@dataclass(frozen=True)
-class StandalonePiece:
-    """Stage ``standalone`` of one shard, keyed by ``(variant, symbol)``."""
-
-    shard: int
-    symbols: tuple[str, ...]
-    equity: dict[tuple[str, str], pd.Series]
-    stats: dict[tuple[str, str], dict[str, Any]]
     seconds: float
     pid: int
 
@@ -327,84 +291,6 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
     )
 
 
-# --- stage 2: standalone accounts ----------------------------------------------------------
-def standalone_shard(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
-    """Stage ``standalone`` on a worker (needs no router; of ``bars`` only their index)."""
-    return run_standalone(bars, task)
-
-
-def run_standalone(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
-    """Each symbol of ``task`` alone with the full cash, every variant in one broadcast."""
-    with one_blas_thread():
-        return _run_standalone(bars, task)
-
-
-def _run_standalone(bars: Bars, task: StandaloneTask) -> StandalonePiece | ShardFailure:
-    if task.params.hook is not None:
-        task.params.hook("standalone", task.shard, task.symbols)
-    started = time.perf_counter()
-    names = list(task.symbols)
-    setups = list(task.setups)
-    classes = {s.symbol: s.asset_class for s in setups}
-    try:
-        frames = {s: bars[s] for s in names}
-        sim = simulate(
-            task.layout,
-            setups,
-            task.weights,
-            cash=task.params.cash,
-            grouping="symbol",
-            engine=task.engine,
-        )
-        # every account from arrays: one column (= one group) per (variant, symbol)
-        column = {key: g for g, key in enumerate(sim.keys)}
-        position = {s: j for j, s in enumerate(task.layout.symbols)}
-        calendars = {setup.symbol: setup.calendar for setup in setups}
-        ppy = {
-            s: account_periods_per_year([symbol_periods_per_year(frames[s].index, calendars[s])])
-            for s in names
-        }
-        equity: dict[tuple[str, str], pd.Series] = {}
-        stats: dict[tuple[str, str], dict[str, Any]] = {}
-        for variant in task.weights:
-            fills = sim.fills(variant=variant)
-            by_column = np.argsort(fills.code, kind="stable")  # each column's fills in order
-            bounds = np.searchsorted(fills.code[by_column], np.arange(len(sim.columns) + 1))
-            for s in names:
-                key = (variant, classes[s], s)
-                g = column[key]
-                rows = task.layout.rows[position[s]]
-                own = fills.where(by_column[bounds[g] : bounds[g + 1]])
-                stats[(variant, s)] = account_stats(sim, key, own, rows, ppy[s])
-                # the curve on the symbol's own steps (the account cannot change elsewhere)
-                equity[(variant, s)] = pd.Series(
-                    sim.values[rows, g], index=task.layout.index[rows], name="equity"
-                )
-    except ModelyardError as exc:
-        return _failure(task.shard, task.symbols, "standalone", exc)
-    return StandalonePiece(
-        task.shard, task.symbols, equity, stats, time.perf_counter() - started, os.getpid()
-    )
-
-
-def layout_columns(layout: Layout, symbols: Sequence[str]) -> Layout:
-    """``layout`` restricted to ``symbols``' columns, on the same (whole run's) timeline.
-
-    The standalone accounts of a shard are simulated on exactly the arrays the whole run
-    uses, so their curves are the same bits whichever symbols share the shard.
-    """
-    position = {s: j for j, s in enumerate(layout.symbols)}
-    cols = [position[s] for s in symbols]
-    return Layout(
-        layout.index,
-        tuple(symbols),
-        np.ascontiguousarray(layout.open[:, cols]),
-        np.ascontiguousarray(layout.close[:, cols]),
-        np.ascontiguousarray(layout.has_bar[:, cols]),
-        tuple(layout.rows[j] for j in cols),
-    )
-
-
 def _failure(shard: int, symbols: tuple[str, ...], stage: str, exc: Exception) -> ShardFailure:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     log.warning("shard %d (%s) failed in %s: %s", shard, ", ".join(symbols), stage, message)
@@ -436,10 +322,11 @@ def warm_worker() -> dict[str, Any]:
     """Compile what a shard runs, so the first real shard does not pay for it.
 
     Features, the contract checks and ONNX inference (through a throwaway router of the
-    default config: the cache is left empty), and both vectorbt engines (``from_orders`` and
-    the ``from_order_func`` callbacks, which numba compiles in every new process, about 3.5 s
-    per array layout) on one and on two symbols. Best effort: a step that fails is logged, not
-    raised. (``compare`` uses no ``from_signals``, so that kernel is not compiled.)
+    default config: the cache is left empty), and the accounts task with both vectorbt engines
+    (``from_orders`` and the ``from_order_func`` callbacks, which numba compiles in every new
+    process, about 3.5 s per array layout) on one column and on two. Best effort: a step
+    that fails is logged, not raised. (``compare`` uses no ``from_signals``, so that kernel is
+    not compiled.)
     """
     started = time.perf_counter()
     steps: list[str] = []
@@ -452,25 +339,30 @@ def warm_worker() -> dict[str, Any]:
         if isinstance(piece, ShardFailure):
             raise RuntimeError(piece.describe())
         steps.append("signals")
+        from modelyard.scale.shared import SharedTask, shared_shard  # imports this module
+
         router = AssetSpecificModelRouter(config, asset_specific=False)
         setups = tuple(symbol_setups(router, names))
-        layout = build_layout(bars, names)
-        weights = {v: piece.raw_weights[v] for v in params.variants}
-        # one symbol and two: numba types the single-column arrays differently (C vs F order)
+        variants = params.variants
+        targets = {
+            (d.symbol, d.model_id): piece.targets[(d.symbol, config.models[d.model_id].horizon)]
+            for v in variants
+            for d in piece.decisions[v]
+        }
+        # one column and two: numba types the single-column arrays differently (C vs F order)
         for engine in ("orders", "order_func"):
             for part in (names, names[:1]):
-                task = StandaloneTask(
-                    -1,
-                    tuple(part),
+                task = SharedTask(
                     setups[: len(part)],
-                    layout_columns(layout, part),
-                    {v: {s: weights[v][s] for s in part} for v in params.variants},
+                    {v: {s: piece.raw_weights[v][s] for s in part} for v in variants},
                     engine,
-                    params,
+                    params.cash,
+                    {},
+                    {v: tuple(d for d in piece.decisions[v] if d.symbol in part) for v in variants},
+                    {v: {s: piece.predictions[v][s] for s in part} for v in variants},
+                    targets,
                 )
-                done = run_standalone(bars, task)
-                if isinstance(done, ShardFailure):
-                    raise RuntimeError(done.describe())
+                shared_shard(task.part(variants[:1]), build_layout(bars, list(part)))
             steps.append(engine)
     except Exception as exc:  # best effort: a cold worker is slower, not wrong
         log.warning("worker warm-up stopped after %s: %s", steps or "nothing", exc)

@@ -1,14 +1,24 @@
-"""Stage ``shared`` of :func:`~modelyard.strategies.compare.compare`: the accounts that share
-cash across symbols, as pure task functions.
+"""Stage ``accounts`` of :func:`~modelyard.strategies.compare.compare`: the accounts, as one
+pure task function.
 
-The portfolio account (every symbol, per variant) and the class accounts (the symbols of one
-asset class, per variant) need every symbol's weights, so no symbol shard can run them. Each
-grouping is one task (:func:`shared_shard`): one vectorbt broadcast of both variants, then the
-accounts' curves and statistics from arrays. The driver starts both tasks on the executor with
-the standalone shards, largest first, so two workers share the simulations instead of the driver
-running them alone while the workers wait; serially the same function runs in-process, so the
-results are the same bits on every executor. Each task also scores its accounts' pooled
-predictions (IC, rank IC, hit rate), so the driver only limits, dispatches and assembles.
+The portfolio account (every symbol, per variant) shares cash across symbols, so it needs
+every symbol's weights and no symbol shard can run it. It is one task (:func:`shared_shard`):
+one vectorbt simulation of the portfolio (both variants in one broadcast, or one task per
+variant when several workers share the work: groups simulate independently, so the bits are
+the same), then every account from that simulation's order records:
+
+* ``portfolio``: the variant's :class:`Result` (what ``run_backtest`` gives);
+* ``class`` and ``symbol``: *sleeves* of the portfolio: the full cash plus the profit and loss
+  of the class's (the symbol's) fills in the portfolio account, valued at each step's close
+  (:meth:`~modelyard.strategies.vectorized.Simulation.sleeve_values`). The sleeves of the
+  symbols add up to the portfolio (``sum(sleeve - cash) == portfolio - cash`` at every step,
+  to rounding): a symbol's row says what that symbol did *inside* the portfolio, with the
+  same orders, sizes and fills, not what a different account would have done.
+
+The task also scores the pooled predictions of the portfolio and of each class (IC, rank IC,
+hit rate; BLAS on one thread, as every shard: the IC's last bits must not depend on the
+process), so the driver only limits, dispatches and assembles. Serially the same function runs
+in-process, so the results are the same bits on every executor.
 
 What travels is arrays: the layout (the closes and bar timestamps of each symbol come from
 it), the limited weights, the predictions and the realised forward returns they are scored on.
@@ -20,7 +30,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,13 +43,13 @@ from modelyard.strategies._vbt_layout import Layout
 from modelyard.strategies.results import (
     Result,
     account_periods_per_year,
+    stats_of_fills,
     symbol_periods_per_year,
 )
 from modelyard.strategies.signals import SymbolSetup
-from modelyard.strategies.vectorized import VARIANT_FLAGS, account_stats, result_of, simulate
+from modelyard.strategies.vectorized import VARIANT_FLAGS, Simulation, result_of, simulate
 
 __all__ = [
-    "SHARED_GROUPINGS",
     "SharedPiece",
     "SharedTask",
     "class_members",
@@ -48,15 +58,11 @@ __all__ = [
     "shared_shard",
 ]
 
-SharedGrouping = Literal["portfolio", "class"]
-SHARED_GROUPINGS: tuple[SharedGrouping, ...] = ("portfolio", "class")
-
 
 @dataclass(frozen=True)
 class SharedTask:
-    """One grouping of the shared accounts, every variant at once."""
+    """The accounts of some variants (every variant, or one per task)."""
 
-    grouping: SharedGrouping
     setups: tuple[SymbolSetup, ...]
     weights: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> after limit
     engine: str
@@ -66,10 +72,9 @@ class SharedTask:
     predictions: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> preds
     targets: dict[tuple[str, str], npt.NDArray[np.float64]]  # (symbol, model) -> fwd returns
 
-    def part(self, grouping: SharedGrouping, variants: Sequence[str]) -> SharedTask:
-        """This task for ``grouping`` and only ``variants`` (what travels shrinks with it)."""
+    def part(self, variants: Sequence[str]) -> SharedTask:
+        """This task for only ``variants`` (what travels shrinks with it)."""
         return SharedTask(
-            grouping,
             self.setups,
             {v: self.weights[v] for v in variants},
             self.engine,
@@ -88,38 +93,35 @@ class SharedTask:
 
 @dataclass(frozen=True)
 class SharedPiece:
-    """What :func:`shared_shard` returns: for ``portfolio`` the Result per variant (config
-    ``run`` only), for ``class`` the curve and statistics per ``(variant, asset_class)``; the
-    prediction quality of each account (key ``(variant, "")`` for the portfolio)."""
+    """What :func:`shared_shard` returns, for its variants: the portfolio's Result per variant
+    (config ``run`` only); the curve and statistics of each ``(variant, asset_class)`` and
+    ``(variant, symbol)`` sleeve; the pooled prediction quality of the portfolio (key
+    ``(variant, "")``) and of each class (``(variant, asset_class)``)."""
 
-    grouping: SharedGrouping
     results: dict[str, Result]
     class_equity: dict[tuple[str, str], pd.Series]
     class_stats: dict[tuple[str, str], dict[str, Any]]
+    symbol_equity: dict[tuple[str, str], pd.Series]
+    symbol_stats: dict[tuple[str, str], dict[str, Any]]
     quality: dict[tuple[str, str], dict[str, float]]
     seconds: float
     pid: int
 
 
-def merge_pieces(pieces: Sequence[SharedPiece]) -> dict[str, SharedPiece]:
-    """Pieces of the same grouping (one per variant, or one of all) merged, by grouping."""
-    out: dict[str, SharedPiece] = {}
-    for p in pieces:
-        q = out.get(p.grouping)
-        out[p.grouping] = (
-            p
-            if q is None
-            else SharedPiece(
-                p.grouping,
-                {**q.results, **p.results},
-                {**q.class_equity, **p.class_equity},
-                {**q.class_stats, **p.class_stats},
-                {**q.quality, **p.quality},
-                q.seconds + p.seconds,
-                q.pid,
-            )
-        )
-    return out
+def merge_pieces(pieces: Sequence[SharedPiece]) -> SharedPiece:
+    """Pieces of different variants as one (the same as one task of every variant)."""
+    if not pieces:
+        raise ValueError("no pieces to merge")
+    return SharedPiece(
+        {k: v for p in pieces for k, v in p.results.items()},
+        {k: v for p in pieces for k, v in p.class_equity.items()},
+        {k: v for p in pieces for k, v in p.class_stats.items()},
+        {k: v for p in pieces for k, v in p.symbol_equity.items()},
+        {k: v for p in pieces for k, v in p.symbol_stats.items()},
+        {k: v for p in pieces for k, v in p.quality.items()},
+        sum(p.seconds for p in pieces),
+        pieces[0].pid,
+    )
 
 
 def pooled_quality(
@@ -153,10 +155,9 @@ def class_members(setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
 
 
 def shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
-    """Simulate ``task.grouping`` for every variant on the run's ``layout`` (an argument of its
-    own: every shared task has the same, and an executor may send it once per worker), compute
-    the accounts, score them (BLAS on one thread, as every shard: the IC's last bits must not
-    depend on the process)."""
+    """The accounts of ``task``'s variants on the run's ``layout`` (an argument of its own:
+    every task of a run has the same, and an executor may send it once per worker): simulate
+    the portfolio, take every account from it, score them (BLAS on one thread)."""
     with one_blas_thread():
         return _shared_shard(task, layout)
 
@@ -165,82 +166,99 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     started = time.perf_counter()
     setups = list(task.setups)
     names = [s.symbol for s in setups]
-    sim = simulate(
-        layout,
-        setups,
-        task.weights,
-        cash=task.cash,
-        grouping=task.grouping,
-        engine=task.engine,
-    )
+    sim = simulate(layout, setups, task.weights, cash=task.cash, engine=task.engine)
     bars = _closes(layout)
     results: dict[str, Result] = {}
-    class_equity: dict[tuple[str, str], pd.Series] = {}
-    class_stats: dict[tuple[str, str], dict[str, Any]] = {}
     quality: dict[tuple[str, str], dict[str, float]] = {}
     ranks = TargetRanks()
     members = class_members(setups)
     for variant in task.weights:
         preds, routes = task.predictions[variant], task.decisions[variant]
-        if task.grouping == "portfolio":
-            results[variant] = result_of(
-                sim,
-                variant,
-                bars,
-                setups,
-                routes=routes,
-                config={**task.run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
-            )
-            quality[(variant, "")] = pooled_quality(preds, routes, names, task.targets, ranks)
-        else:
-            for cls, syms in members.items():
-                quality[(variant, cls)] = pooled_quality(preds, routes, syms, task.targets, ranks)
-    if task.grouping == "class":
-        class_equity, class_stats = _class_accounts(bars, task, layout, sim, members)
+        results[variant] = result_of(
+            sim,
+            variant,
+            bars,
+            setups,
+            routes=routes,
+            config={**task.run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
+        )
+        quality[(variant, "")] = pooled_quality(preds, routes, names, task.targets, ranks)
+        for cls, syms in members.items():
+            quality[(variant, cls)] = pooled_quality(preds, routes, syms, task.targets, ranks)
+    sleeves = _Sleeves(sim, layout, bars, setups, members)
+    class_equity, class_stats = sleeves.accounts("class")
+    symbol_equity, symbol_stats = sleeves.accounts("symbol")
     return SharedPiece(
-        task.grouping,
         results,
         class_equity,
         class_stats,
+        symbol_equity,
+        symbol_stats,
         quality,
         time.perf_counter() - started,
         os.getpid(),
     )
 
 
-def _class_accounts(
-    bars: Mapping[str, pd.DataFrame],
-    task: SharedTask,
-    layout: Layout,
-    sim: Any,
-    members: Mapping[str, Sequence[str]],
-) -> tuple[dict[tuple[str, str], pd.Series], dict[tuple[str, str], dict[str, Any]]]:
-    """Each (variant, class) account's curve (on the union of its symbols' bars) and stats."""
-    calendar = {s.symbol: s.calendar for s in task.setups}
-    position = {s: j for j, s in enumerate(layout.symbols)}
-    steps: dict[str, npt.NDArray[np.intp]] = {}
-    ppy: dict[str, float] = {}
-    for cls, syms in members.items():
-        # the class's steps: the union of its symbols' bars (the same for every variant)
-        on = np.zeros(len(layout.index), dtype=bool)
-        for sym in syms:
-            on[layout.rows[position[sym]]] = True
-        steps[cls] = np.flatnonzero(on)
-        ppy[cls] = account_periods_per_year(
-            symbol_periods_per_year(bars[s].index, calendar[s]) for s in syms
-        )
-    columns = sim.columns.to_frame(index=False)
-    equity: dict[tuple[str, str], pd.Series] = {}
-    stats: dict[tuple[str, str], dict[str, Any]] = {}
-    for variant in task.weights:
-        fills = sim.fills(variant=variant)
-        in_variant = (columns["variant"] == variant).to_numpy(dtype=bool)
-        for cls, syms in members.items():
-            rows = steps[cls]
-            key = (variant, cls)
-            g = sim.keys.index(key)
-            equity[key] = pd.Series(sim.values[rows, g], index=layout.index[rows], name="equity")
-            cols = np.flatnonzero(in_variant & columns["symbol"].isin(syms).to_numpy(dtype=bool))
-            own = fills.where(np.isin(fills.code, cols))
-            stats[key] = account_stats(sim, key, own, rows, ppy[cls])
-    return equity, stats
+class _Sleeves:
+    """The class and symbol sleeves of one portfolio simulation (module docstring)."""
+
+    def __init__(
+        self,
+        sim: Simulation,
+        layout: Layout,
+        bars: Mapping[str, pd.DataFrame],
+        setups: Sequence[SymbolSetup],
+        members: Mapping[str, Sequence[str]],
+    ) -> None:
+        self.sim, self.layout, self.members = sim, layout, members
+        calendar = {s.symbol: s.calendar for s in setups}
+        position = {s: j for j, s in enumerate(layout.symbols)}
+        self.rows = {s: layout.rows[position[s]] for s in layout.symbols}
+        self.ppy = {s: symbol_periods_per_year(bars[s].index, calendar[s]) for s in layout.symbols}
+        self.stamps = np.asarray(layout.index.asi8, dtype=np.int64)
+
+    def _steps(self, names: Sequence[str]) -> npt.NDArray[np.intp]:
+        """The union of ``names``' bars (the steps where their sleeve can change)."""
+        if len(names) == 1:
+            return self.rows[names[0]]
+        on = np.zeros(len(self.layout.index), dtype=bool)
+        for s in names:
+            on[self.rows[s]] = True
+        return np.flatnonzero(on)
+
+    def accounts(
+        self, level: str
+    ) -> tuple[dict[tuple[str, str], pd.Series], dict[tuple[str, str], dict[str, Any]]]:
+        """``(variant, name)`` -> the sleeve's curve on its steps, and its statistics."""
+        sim = self.sim
+        values, keys = sim.sleeve_values(level)
+        columns = sim.columns.to_frame(index=False)
+        symbol_of = columns["symbol"].to_numpy(dtype=object)
+        variant_of = columns["variant"].to_numpy(dtype=object)
+        equity: dict[tuple[str, str], pd.Series] = {}
+        stats: dict[tuple[str, str], dict[str, Any]] = {}
+        for variant in dict.fromkeys(str(v) for v in variant_of):
+            fills = sim.fills(variant=variant)
+            by_column = np.argsort(fills.code, kind="stable")  # each column's fills, in order
+            bounds = np.searchsorted(fills.code[by_column], np.arange(len(symbol_of) + 1))
+            for g, key in enumerate(keys):
+                if key[0] != variant:
+                    continue
+                name = key[-1]
+                names = [name] if level == "symbol" else list(self.members[name])
+                cols = np.flatnonzero((variant_of == variant) & np.isin(symbol_of, names))
+                # the sleeve's fills in execution order
+                picked = np.sort(
+                    np.concatenate([by_column[bounds[c] : bounds[c + 1]] for c in cols])
+                )
+                rows = self._steps(names)
+                ppy = account_periods_per_year(self.ppy[s] for s in names)
+                curve = values[rows, g]
+                stats[(variant, name)] = stats_of_fills(
+                    self.stamps[rows], curve, fills.where(picked), ppy
+                )
+                equity[(variant, name)] = pd.Series(
+                    curve, index=self.layout.index[rows], name="equity"
+                )
+        return equity, stats

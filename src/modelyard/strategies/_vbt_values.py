@@ -17,7 +17,7 @@ from vectorbt.base.reshape_fns import to_1d_array, to_2d_array
 from vectorbt.portfolio import nb as vbt_nb
 from vectorbt.utils.math_ import add_nb
 
-__all__ = ["compact_records", "group_values"]
+__all__ = ["compact_records", "group_values", "sleeve_values"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -56,6 +56,26 @@ def group_values(pf: Any, group_lens: npt.NDArray[np.int64] | None = None) -> Fl
         np.ascontiguousarray(init_cash, dtype=np.float64),
     )
     return values
+
+
+def sleeve_values(
+    n: int,
+    records: npt.NDArray[np.void],
+    close: npt.ArrayLike,
+    group_lens: npt.NDArray[np.int64],
+    cash: float,
+) -> FloatArray:
+    """``(n, groups)``: for each run of ``group_lens`` columns (a *sleeve*), ``cash`` plus the
+    cash flows of its columns' ``records`` so far plus their positions at ``close`` (``(n,
+    columns)``, no NaN): :func:`group_values`'s pass, every sleeve starting from ``cash``."""
+    out: FloatArray = _values_nb(
+        n,
+        records,
+        np.asfortranarray(close, dtype=np.float64),
+        np.asarray(group_lens, dtype=np.int64),
+        np.full(len(group_lens), float(cash)),
+    )
+    return out
 
 
 @njit(cache=True, nogil=True)

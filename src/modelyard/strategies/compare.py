@@ -5,28 +5,31 @@
 
 * ``portfolio``: every symbol in one account (cash shared), the :class:`Result` that
   Backtrader's ``run_backtest`` would give for that variant (same schema, same orders);
-* ``class``: the symbols of one asset class in one account with the full cash;
-* ``symbol``: each symbol alone with the full cash (standalone).
+* ``class``: the *sleeve* of one asset class in that portfolio: the full cash plus the profit
+  and loss of the class's own fills, valued at each step's close;
+* ``symbol``: each symbol's sleeve of the portfolio, the same way.
 
-All levels trade the same target weights: the portfolio's (policy, then the gross limit across
-every symbol), so a symbol's standalone curve is its leg of the portfolio sized on its own
-account. The three levels are three groupings of one broadcast of columns
-``(variant, asset_class, symbol)``: one ``from_orders`` (or ``from_order_func``, see
-:mod:`~modelyard.strategies.vectorized`) call per level, both variants in each call.
+One vectorbt simulation per variant makes every level (both variants in one broadcast of
+columns ``(variant, asset_class, symbol)``, ``from_orders`` or ``from_order_func``, see
+:mod:`~modelyard.strategies.vectorized`): the sleeves are read from its order records
+(:meth:`~modelyard.strategies.vectorized.Simulation.sleeve_values`). A symbol's row says what
+that symbol did inside the portfolio, with the portfolio's own orders and fills, and the
+symbols' sleeves add up to the portfolio: at every step the sum of their profit and loss is the
+portfolio's (tested). (A symbol's sleeve is not the symbol traded alone: alone, sizes would
+follow its own account's value, and cash would never run short.)
 
 Prediction quality (``ic``, ``rank_ic``, ``hit_rate`` from :mod:`modelyard.models.metrics`)
 compares the predictions with the realised forward log return over the serving model's
 horizon (:func:`~modelyard.models.features.compute_target`), on rows where both are finite;
 class and portfolio rows pool their symbols' rows.
 
-Where it runs (``executor``, :mod:`modelyard.scale`): the per-symbol work is split into shards
-of symbols, each two pure functions (:mod:`~modelyard.scale.shards`): features, predictions,
-the policy's weights and the quality metrics; then, once the driver has applied the gross
-limit across every symbol, each symbol's standalone account (curve and statistics). The
-portfolio and class accounts share cash across symbols: each is one task of every symbol
-(:mod:`~modelyard.scale.shared`), started before the standalone shards, while the driver scores
-their pooled predictions. Pieces are combined in symbol order, so the result is the same to
-the last bit serially, on a process pool or on a Dask cluster, for any shard size.
+Where it runs (``executor``, :mod:`modelyard.scale`): the per-symbol work (features,
+predictions, the policy's weights and the per-symbol quality) is split into shards of symbols,
+each one pure function (:mod:`~modelyard.scale.shards`). The driver then applies the gross
+limit across every symbol (it couples them bar by bar) and the accounts run as one task per
+variant when there are several workers, else one of both (:mod:`~modelyard.scale.shared`).
+Pieces are combined in symbol order, so the result is the same to the last bit serially, on a
+process pool or on a Dask cluster, for any shard size.
 """
 
 from __future__ import annotations
@@ -56,17 +59,12 @@ from modelyard.scale.shards import (
     ShardHook,
     SignalsPiece,
     SignalsTask,
-    StandalonePiece,
-    StandaloneTask,
     config_key,
-    layout_columns,
     local_routing,
     run_signals,
     signals_shard,
-    standalone_shard,
 )
 from modelyard.scale.shared import (
-    SHARED_GROUPINGS,
     SharedPiece,
     SharedTask,
     class_members,
@@ -171,8 +169,8 @@ def compare(
     :attr:`Comparison.failures` with its symbols and the rest is returned. The result does not
     depend on the executor or the shard size, to the last bit.
 
-    ``progress(stage, done, total)`` reports the stages ``signals`` and ``standalone`` (shards
-    done / total), ``simulate`` and ``stats``. ``_shard_hook`` is for tests only.
+    ``progress(stage, done, total)`` reports the stages ``signals`` (shards done / total),
+    ``simulate`` (account tasks done / total) and ``stats``. ``_shard_hook`` is for tests only.
     """
     started = time.perf_counter()
     cfg = config if isinstance(config, AssetsConfig) else load_config(config)
@@ -226,24 +224,11 @@ def compare(
         if layout is None or names != planned:
             layout = build_layout(data, names)
         engine = choose_engine(layout, setups)
-        setup_of = {s.symbol: s for s in setups}
-        kept = [
-            (i, p)
-            for i, part in enumerate(shards)
-            if (p := tuple(s for s in part if s not in lost))
-        ]
         # the gross limit couples every symbol: both variants' weights, here
         signals = {v: _variant_signals(v, pieces, data, names, max_gross) for v in VARIANTS}
         weights = {v: signals[v].weights for v in VARIANTS}
         run = _run_config(layout, names, engine, timeframe, cash, max_gross)
-        # a standalone account needs only its symbol's bar timestamps: no columns travel
-        stamps = {s: data[s].iloc[:, :0] for s in names}
-        # the shared accounts (the largest tasks) first, then the standalone shards: workers
-        # take them in that order, so no simulation is left to one process at the end; with
-        # several workers each variant is a task of its own (groups are simulated
-        # independently: the same bits as one broadcast of both)
         task = SharedTask(
-            "portfolio",
             tuple(setups),
             {v: {s: w.to_numpy(np.float64) for s, w in weights[v].items()} for v in VARIANTS},
             engine,
@@ -254,68 +239,22 @@ def compare(
              for v in VARIANTS},
             _targets(cfg, signals, pieces),
         )  # fmt: skip
+        # with several workers each variant is a task of its own (groups are simulated
+        # independently: the same bits as one broadcast of both)
         parts = [(v,) for v in VARIANTS] if runner.workers > 1 else [VARIANTS]
-        shared_batch = runner.start(
-            shared_shard,
-            [(task.part(g, vs), layout) for g in SHARED_GROUPINGS for vs in parts],
-            name="shared",
-        )
-        report("standalone", 0, len(VARIANTS) * len(kept))
-        batches = [
-            runner.start(
-                standalone_shard,
-                [
-                    (
-                        {s: stamps[s] for s in part},
-                        StandaloneTask(
-                            i,
-                            part,
-                            tuple(setup_of[s] for s in part),
-                            layout_columns(layout, part),
-                            {variant: {s: weights[variant][s].to_numpy() for s in part}},
-                            engine,
-                            params,
-                        ),
-                    )
-                    for i, part in kept
-                ],
-                name=f"standalone-{variant}",
-            )
-            for variant in VARIANTS
-        ]
-        report("simulate", 0, len(SHARED_GROUPINGS))
-        shared = shared_batch.gather(lambda done, total: report("simulate", done, total))
-        driver = _shared_accounts(cfg, names, setups, signals, shared, run, report)
-        alone: list[object] = []
-        total = len(VARIANTS) * len(kept)
-        for batch in batches:
-            offset = len(alone)
-
-            def done(n: int, _: int, offset: int = offset) -> None:
-                report("standalone", offset + n, total)
-
-            alone += batch.gather(done)
-    failures += [
-        _as_failure(part, i, "standalone", r)
-        for (i, part), r in zip(kept * len(VARIANTS), alone, strict=True)
-    ]
+        report("simulate", 0, len(parts))
+        accounts = runner.start(
+            shared_shard, [(task.part(vs), layout) for vs in parts], name="accounts"
+        ).gather(lambda done, total: report("simulate", done, total))
+        driver = _shared_accounts(cfg, names, setups, signals, accounts, run, report)
     rows = driver.rows
-    symbol_equity: dict[tuple[str, str], pd.Series] = {}
-    symbol_stats: dict[tuple[str, str], Mapping[str, Any]] = {}
-    for piece in alone:
-        if isinstance(piece, StandalonePiece):
-            symbol_equity.update(piece.equity)
-            symbol_stats.update(piece.stats)
     scored = {v: {s: q for p in pieces for s, q in p.quality[v].items()} for v in VARIANTS}
     for variant in VARIANTS:
         model = {d.symbol: d.model_id for d in signals[variant].decisions}
         for s in names:
-            if (variant, s) in symbol_stats:
-                stats = symbol_stats[(variant, s)]
-                rows.append(_row("symbol", s, variant, stats, scored[variant][s], model, [s]))
-    symbol_equity = {
-        (v, s): symbol_equity[(v, s)] for v in VARIANTS for s in names if (v, s) in symbol_equity
-    }
+            stats = driver.symbol_stats[(variant, s)]
+            rows.append(_row("symbol", s, variant, stats, scored[variant][s], model, [s]))
+    symbol_equity = driver.symbol_equity
     run = driver.run
     equity, class_equity, results = driver.equity, driver.class_equity, driver.results
     order = {"portfolio": 0, "class": 1, "symbol": 2}
@@ -407,13 +346,15 @@ def _run_config(
 
 @dataclass
 class _Shared:
-    """The accounts that share cash across symbols (portfolio, class), from the driver."""
+    """Every account's rows, Results and curves, from the ``accounts`` stage."""
 
     run: dict[str, Any]
     rows: list[dict[str, Any]]
     results: dict[str, Result]
     equity: dict[str, pd.Series]
     class_equity: dict[tuple[str, str], pd.Series]
+    symbol_equity: dict[tuple[str, str], pd.Series]
+    symbol_stats: dict[tuple[str, str], dict[str, Any]]
 
 
 def _targets(
@@ -440,20 +381,22 @@ def _shared_accounts(
     run: dict[str, Any],
     report: Progress,
 ) -> _Shared:
-    """The portfolio and class accounts' rows, Results and curves, from the ``shared`` stage
-    (:mod:`~modelyard.scale.shared`)."""
+    """The portfolio and class rows, the Results and every curve, from the ``accounts`` stage
+    (:mod:`~modelyard.scale.shared`); the symbol rows are the caller's (they pool the
+    shards' per-symbol quality)."""
     lost = [str(p) for p in shared if not isinstance(p, SharedPiece)]
     if lost:
-        raise DataError(f"the shared (portfolio, class) accounts failed: {'; '.join(lost)}")
+        raise DataError(f"the accounts (portfolio, class, symbol) failed: {'; '.join(lost)}")
     got = merge_pieces([p for p in shared if isinstance(p, SharedPiece)])
-    out = _Shared(run, [], {}, {}, {})
     members = class_members(setups)
+    out = _Shared(run, [], {}, {}, {}, {}, got.symbol_stats)
+    out.symbol_equity = {(v, s): got.symbol_equity[(v, s)] for v in VARIANTS for s in names}
     steps = len(VARIANTS) * (1 + len(members))
     done = 0
     assets = cfg.model_dump(mode="json")
     for variant in VARIANTS:
         model = {d.symbol: d.model_id for d in signals[variant].decisions}
-        res = got["portfolio"].results[variant]
+        res = got.results[variant]
         out.results[variant] = Result(
             equity=res.equity,
             orders=res.orders,
@@ -463,16 +406,15 @@ def _shared_accounts(
             config={"run": res.config["run"], "assets": assets},
         )
         out.equity[variant] = out.results[variant].equity
-        scores = got["portfolio"].quality[(variant, "")]
+        scores = got.quality[(variant, "")]
         out.rows.append(_row("portfolio", "portfolio", variant, res.stats, scores, model, names))
         done += 1
         report("stats", done, steps)
         for cls, syms in members.items():
             key = (variant, cls)
-            out.class_equity[key] = got["class"].class_equity[key]
-            stats = got["class"].class_stats[key]
-            scores = got["class"].quality[key]
-            out.rows.append(_row("class", cls, variant, stats, scores, model, syms))
+            out.class_equity[key] = got.class_equity[key]
+            stats = got.class_stats[key]
+            out.rows.append(_row("class", cls, variant, stats, got.quality[key], model, syms))
             done += 1
             report("stats", done, steps)
     return out

@@ -76,7 +76,7 @@ from modelyard.strategies._vbt_layout import (
     previous_targets,
     record_fills,
 )
-from modelyard.strategies._vbt_values import compact_records, group_values
+from modelyard.strategies._vbt_values import compact_records, group_values, sleeve_values
 from modelyard.strategies.backtest import TimeLike, _load, checked_names
 from modelyard.strategies.policy import DEFAULT_MAX_GROSS, order_targets
 from modelyard.strategies.results import (
@@ -184,6 +184,7 @@ class Simulation:
     columns: pd.MultiIndex
     grouping: str
     engine: str
+    cash: float  # each group's initial cash
     #: ``(n, groups)``: each group's value on the union timeline (groups in column order)
     values: FloatArray = field(init=False, repr=False, compare=False)
     #: vectorbt's order records (``col``, ``idx``, ``size``, ``price``, ``fees``, ``side``)
@@ -215,6 +216,27 @@ class Simulation:
             key: pd.Series(self.values[:, g], index=self.layout.index, name="equity")
             for g, key in enumerate(self.keys)
         }
+
+    def sleeve_values(self, level: str) -> tuple[FloatArray, tuple[tuple[str, ...], ...]]:
+        """The value of each *sleeve* of ``level`` (``"class"``: ``(variant, asset_class)``,
+        ``"symbol"``: ``(variant, asset_class, symbol)``) and its key, as ``(n, sleeves)``: the
+        initial cash plus the profit and loss of the sleeve's columns in *this* simulation
+        (their cash flows and their positions at each step's close), computed like
+        :attr:`values` (:func:`~modelyard.strategies._vbt_values.sleeve_values`). In a
+        portfolio simulation the sleeves of the symbols add up to the portfolio: the sum of
+        ``sleeve - cash`` is ``value - cash`` at every step, to rounding."""
+        if level not in ("class", "symbol"):
+            raise ValueError(f"level must be 'class' or 'symbol', got {level!r}")
+        levels = self.columns.to_frame(index=False)[_LEVELS[level]]
+        per_column = [tuple(str(v) for v in row) for row in levels.itertuples(False)]
+        keys = tuple(dict.fromkeys(per_column))
+        starts = [j for j in range(len(per_column)) if j == 0 or per_column[j] != per_column[j - 1]]
+        group_lens = np.diff(np.r_[starts, len(per_column)]).astype(np.int64)
+        position = {s: j for j, s in enumerate(self.layout.symbols)}
+        tile = [position[str(s)] for s in self.columns.get_level_values("symbol")]
+        close = self.layout.close.T[tile].T  # (n, columns), Fortran order: one copy
+        values = sleeve_values(len(self.layout.index), self.records, close, group_lens, self.cash)
+        return values, keys
 
     def symbol_names(self, **match: str) -> list[str | None]:
         """Per column: its symbol if its levels equal ``match``, else None."""
@@ -313,7 +335,7 @@ def simulate(
         len(columns),
         time.perf_counter() - started,
     )
-    return Simulation(pf, layout, columns, grouping, chosen)
+    return Simulation(pf, layout, columns, grouping, chosen, float(cash))
 
 
 def _from_order_func(
