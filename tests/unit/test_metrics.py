@@ -75,3 +75,70 @@ def test_metrics_equals_the_single_metrics(arrays: tuple[np.ndarray, np.ndarray]
     pred[::13] = np.nan
     m = metrics(pred, y)
     assert (m.ic, m.rank_ic, m.hit_rate) == (ic(pred, y), rank_ic(pred, y), hit_rate(pred, y))
+
+
+def test_pooled_groups_and_union_match_scipy_with_ties_and_nans() -> None:
+    """TargetRanks.pooled scores each group and the union (its sort merged from the groups'),
+    as scipy does on the same rows; a second call with other predictions reuses the target
+    ranks and still agrees."""
+    from modelyard.models.metrics import TargetRanks
+
+    rng = np.random.default_rng(21)
+    groups = {}
+    for g, n in (("crypto", 700), ("equities", 400), ("options", 50)):
+        y = rng.normal(size=n)
+        pred = np.round(0.4 * y + rng.normal(size=n), 1)  # many ties, across groups too
+        pred[::13] = np.nan
+        y[::29] = np.inf
+        groups[g] = (pred, y)
+    ranks = TargetRanks()
+    for attempt in range(2):
+        by_group, whole = ranks.pooled(groups, "pool")
+        for g, (pred, y) in groups.items():
+            keep = np.isfinite(pred) & np.isfinite(y)
+            want = stats.spearmanr(pred[keep], y[keep]).statistic
+            assert by_group[g].rank_ic == pytest.approx(want, rel=1e-12), (attempt, g)
+            assert by_group[g] == metrics(pred, y)
+        pred = np.concatenate([p for p, _ in groups.values()])
+        y = np.concatenate([t for _, t in groups.values()])
+        keep = np.isfinite(pred) & np.isfinite(y)
+        assert whole.n == keep.sum()
+        assert whole.rank_ic == pytest.approx(
+            stats.spearmanr(pred[keep], y[keep]).statistic, rel=1e-12
+        )
+        assert whole.ic == pytest.approx(stats.pearsonr(pred[keep], y[keep]).statistic, rel=1e-12)
+        groups = {g: (0.5 - p, t) for g, (p, t) in groups.items()}  # same rows, new predictions
+
+
+def test_merged_order_is_ascending() -> None:
+    from modelyard.models._ranks import merge_sorted, sort_order
+
+    rng = np.random.default_rng(3)
+    parts = [np.round(rng.normal(size=n), 2) for n in (300, 1, 0, 120)]
+    values = np.concatenate(parts)
+    order, ordered = merge_sorted([sort_order(p) for p in parts])
+    assert sorted(order.tolist()) == list(range(len(values)))
+    assert np.all(np.diff(values[order]) >= 0)
+    assert ordered.tobytes() == values[order].tobytes()
+
+
+@pytest.mark.parametrize("case", ["normal", "float32", "ties", "close", "signs", "tiny"])
+def test_sort_order_is_an_ascending_order(case: str) -> None:
+    """The packed-key sort gives a true ascending order and the sorted values, for values
+    that tie in their top bits (float32 predictions, values within 1e-9 of each other, long
+    runs), signed zeros and infinities."""
+    from modelyard.models._ranks import sort_order
+
+    rng = np.random.default_rng(11)
+    x = {
+        "normal": rng.normal(size=20_000),
+        "float32": rng.normal(size=20_000).astype(np.float32).astype(np.float64),
+        "ties": np.round(rng.normal(size=20_000), 1),
+        "close": 1.0 + rng.uniform(0.0, 1e-9, 5_000),  # one top-32-bit run: a real sort
+        "signs": np.array([0.0, -0.0, np.inf, -np.inf, -1e-300, 1e-300, -2.5, 2.5, 0.0]),
+        "tiny": np.array([3.0]),
+    }[case]
+    order, ordered = sort_order(x)
+    assert sorted(order.tolist()) == list(range(len(x)))
+    assert np.all(x[order][1:] >= x[order][:-1])
+    assert ordered.tobytes() == x[order].tobytes()

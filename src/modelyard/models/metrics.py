@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
+
+from modelyard.models._ranks import merge_sorted, rank_corr, ranks_from, sort_order, spread
 
 __all__ = ["Metrics", "TargetRanks", "hit_rate", "ic", "icir", "metrics", "rank_ic"]
 
@@ -48,37 +50,21 @@ def ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
 def _ranks(x: FloatArray) -> FloatArray:
     """1-based ranks; tied values share the average of the ranks they span.
 
-    One sort, then one pass over it (:func:`_ranks_nb`); the ranks are exact (half-)integers,
-    whatever the sort: the same bits as ``np.unique(x, return_inverse=True,
+    One sort, then one pass over it (:mod:`~modelyard.models._ranks`); the ranks are exact
+    (half-)integers, whatever the sort: the same bits as ``np.unique(x, return_inverse=True,
     return_counts=True)`` would give them.
     """
-    ranks: FloatArray = _ranks_nb(x, np.argsort(x))
+    order, ordered = sort_order(x)
+    ranks: FloatArray = ranks_from(ordered, order)
     return ranks
-
-
-@njit(cache=True, nogil=True)
-def _ranks_nb(x: Any, order: Any) -> Any:
-    """The average ranks of ``x`` from its ascending ``order``: each run of equal values
-    (positions ``k .. j-1`` of the order) gets ``(k + 1 + j) / 2``."""
-    n = x.size
-    out = np.empty(n, dtype=np.float64)
-    start = 0  # the first position of the current run of equal values
-    previous = 0.0
-    for k in range(n + 1):
-        value = x[order[k]] if k < n else 0.0
-        if k == n or (k > 0 and value != previous):
-            average = (start + 1 + k) / 2.0
-            for q in range(start, k):
-                out[order[q]] = average
-            start = k
-        previous = value
-    return out
 
 
 def _rank_ic(p: FloatArray, t: FloatArray) -> float:
     if p.size < 2:
         return float("nan")
-    return _ic(_ranks(p), _ranks(t))
+    t_ranks = _ranks(t)
+    order, ordered = sort_order(p)
+    return float(rank_corr(ordered, order, t_ranks, spread(t_ranks)))
 
 
 def rank_ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
@@ -87,10 +73,21 @@ def rank_ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
 
 
 def _hit_rate(p: FloatArray, t: FloatArray) -> float:
-    keep = (p != 0) & (t != 0)
-    if not keep.any():
-        return float("nan")
-    return float(np.mean(np.sign(p[keep]) == np.sign(t[keep])))
+    agree, counted = _hits_nb(p, t)
+    return float(agree / counted) if counted else float("nan")
+
+
+@njit(cache=True, nogil=True)
+def _hits_nb(p: Any, t: Any) -> Any:
+    """(rows where the signs agree, rows where neither side is zero)."""
+    agree = 0
+    counted = 0
+    for i in range(p.size):
+        if p[i] != 0.0 and t[i] != 0.0:
+            counted += 1
+            if (p[i] > 0.0) == (t[i] > 0.0):
+                agree += 1
+    return agree, counted
 
 
 def hit_rate(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
@@ -126,20 +123,77 @@ class TargetRanks:
     """:func:`metrics` of several predictions of the same pooled targets, ranking each target
     set once: ``metrics(pred, target, key)`` reuses the ranks kept under ``key`` when the paired
     targets are the same values (e.g. two routing variants scored on the same rows), else
-    ranks and keeps them. Gives exactly what :func:`metrics` gives."""
+    ranks and keeps them. Gives exactly what :func:`metrics` gives.
+
+    :meth:`pooled` scores disjoint groups of rows (asset classes) and their union (the
+    portfolio) with one sort per group: the union's sorts are merged from the groups'."""
 
     def __init__(self) -> None:
-        self._kept: dict[object, tuple[FloatArray, FloatArray]] = {}
+        self._kept: dict[object, _Kept] = {}
+
+    def _target(self, t: FloatArray, key: object, sort: _Sort | None = None) -> _Kept:
+        """The ranks (and sort) of the paired targets ``t``, kept under ``key``; ``sort``
+        builds the sort when it is not kept (default: :func:`sort_order`)."""
+        known = self._kept.get(key)
+        if known is not None and np.array_equal(known.values, t):
+            return known
+        order, ordered = sort() if sort is not None else sort_order(t)
+        ranks = ranks_from(ordered, order)
+        kept = _Kept(t, ranks, float(spread(ranks)), order, ordered)
+        self._kept[key] = kept
+        return kept
 
     def metrics(self, pred: npt.ArrayLike, target: npt.ArrayLike, key: object) -> Metrics:
         p, t = _pair(pred, target)
         rank_ic = float("nan")
         if p.size >= 2:
-            known = self._kept.get(key)
-            if known is not None and np.array_equal(known[0], t):
-                t_ranks = known[1]
-            else:
-                t_ranks = _ranks(t)
-                self._kept[key] = (t, t_ranks)
-            rank_ic = _ic(_ranks(p), t_ranks)
+            kept = self._target(t, key)
+            order, ordered = sort_order(p)
+            rank_ic = float(rank_corr(ordered, order, kept.ranks, kept.spread))
         return Metrics(_ic(p, t), rank_ic, _hit_rate(p, t), int(p.size))
+
+    def pooled(
+        self,
+        groups: Mapping[Hashable, tuple[npt.ArrayLike, npt.ArrayLike]],
+        key: object,
+    ) -> tuple[dict[Hashable, Metrics], Metrics]:
+        """:func:`metrics` of each group's ``(pred, target)`` rows (target ranks kept under
+        ``(key, group)``) and of all groups' rows pooled (kept under ``key``), the union's
+        sorts merged from the groups' (no second sort). The union's numbers are
+        :func:`metrics` of the groups' rows concatenated in group order (Pearson and rank
+        correlations do not depend on the row order; the last bits of their sums may)."""
+        pairs = {g: _pair(p, t) for g, (p, t) in groups.items()}
+        out: dict[Hashable, Metrics] = {}
+        p_sorts: list[tuple[npt.NDArray[np.intp], FloatArray]] = []
+        t_sorts: list[tuple[npt.NDArray[np.intp], FloatArray]] = []
+        for g, (p, t) in pairs.items():
+            p_sort = sort_order(p)
+            kept = self._target(t, (key, g))
+            rank_ic = float("nan")
+            if p.size >= 2:
+                rank_ic = float(rank_corr(p_sort[1], p_sort[0], kept.ranks, kept.spread))
+            out[g] = Metrics(_ic(p, t), rank_ic, _hit_rate(p, t), int(p.size))
+            p_sorts.append(p_sort)
+            t_sorts.append((kept.order, kept.ordered))
+        p = np.concatenate([p for p, _ in pairs.values()]) if pairs else np.empty(0)
+        t = np.concatenate([t for _, t in pairs.values()]) if pairs else np.empty(0)
+        rank_ic = float("nan")
+        if p.size >= 2:
+            kept = self._target(t, key, lambda: merge_sorted(t_sorts))
+            order, ordered = merge_sorted(p_sorts)
+            rank_ic = float(rank_corr(ordered, order, kept.ranks, kept.spread))
+        return out, Metrics(_ic(p, t), rank_ic, _hit_rate(p, t), int(p.size))
+
+
+_Sort = Callable[[], tuple[npt.NDArray[np.intp], FloatArray]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A target set's ranks: its values, ranks, spread and sort (order, sorted values)."""
+
+    values: FloatArray
+    ranks: FloatArray
+    spread: float
+    order: npt.NDArray[np.intp]
+    ordered: FloatArray

@@ -254,10 +254,11 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
         decisions: dict[str, list[RouteDecision]] = {}
         quality: dict[str, dict[str, dict[str, float]]] = {}
         targets: dict[tuple[str, int], np.ndarray] = {}
+        features: dict[tuple[str, str], pd.DataFrame] = {}  # shared by the variants
         for variant in params.variants:
             router = routing.routers[variant]
             setups = symbol_setups(router, names)
-            preds, routes = predict_history(router, frames)
+            preds, routes = predict_history(router, frames, features=features)
             predictions[variant] = {s: p.to_numpy(np.float64) for s, p in preds.items()}
             decisions[variant] = routes
             # the policy step of target_weight_history; the gross limit is the driver's

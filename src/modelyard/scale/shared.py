@@ -15,10 +15,11 @@ the same), then every account from that simulation's order records:
   to rounding): a symbol's row says what that symbol did *inside* the portfolio, with the
   same orders, sizes and fills, not what a different account would have done.
 
-The task also scores the pooled predictions of the portfolio and of each class (IC, rank IC,
-hit rate; BLAS on one thread, as every shard: the IC's last bits must not depend on the
-process), so the driver only limits, dispatches and assembles. Serially the same function runs
-in-process, so the results are the same bits on every executor.
+The task also scores the pooled predictions of each class and of the portfolio (IC, rank IC,
+hit rate; the portfolio's rows are the classes' rows in class order; BLAS on one thread, as
+every shard: the IC's last bits must not depend on the process), so the driver only limits,
+dispatches and assembles. Serially the same function runs in-process, so the results are the
+same bits on every executor.
 
 What travels is arrays: the layout (the closes and bar timestamps of each symbol come from
 it), the limited weights, the predictions and the realised forward returns they are scored on.
@@ -36,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from modelyard.models.metrics import TargetRanks
+from modelyard.models.metrics import Metrics, TargetRanks
 from modelyard.routing.decision import RouteDecision
 from modelyard.scale.shards import one_blas_thread
 from modelyard.strategies._vbt_layout import Layout
@@ -127,17 +128,27 @@ def merge_pieces(pieces: Sequence[SharedPiece]) -> SharedPiece:
 def pooled_quality(
     predictions: Mapping[str, npt.NDArray[np.float64]],
     decisions: Sequence[RouteDecision],
-    names: Sequence[str],
+    members: Mapping[str, Sequence[str]],
     targets: Mapping[tuple[str, str], npt.NDArray[np.float64]],
     ranks: TargetRanks,
-) -> dict[str, float]:
-    """IC, rank IC and hit rate of ``names``' rows pooled, each symbol's predictions against
-    the forward returns over its serving model's horizon (``ranks`` reuses target ranks)."""
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """IC, rank IC and hit rate of each class's rows pooled (``members``: class -> symbols)
+    and of every class's rows pooled (the portfolio), each symbol's predictions against the
+    forward returns over its serving model's horizon (``ranks`` reuses target ranks and
+    merges the classes' sorts for the portfolio: :meth:`TargetRanks.pooled`)."""
     model = {d.symbol: d.model_id for d in decisions}
-    pred = np.concatenate([np.asarray(predictions[s], np.float64) for s in names])
-    target = np.concatenate([np.asarray(targets[(s, model[s])], np.float64) for s in names])
-    m = ranks.metrics(pred, target, tuple(names))
-    return {"ic": m.ic, "rank_ic": m.rank_ic, "hit_rate": m.hit_rate}
+
+    def rows(names: Sequence[str]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        pred = np.concatenate([np.asarray(predictions[s], np.float64) for s in names])
+        target = np.concatenate([np.asarray(targets[(s, model[s])], np.float64) for s in names])
+        return pred, target
+
+    by_class, whole = ranks.pooled({c: rows(names) for c, names in members.items()}, "pool")
+
+    def scores(m: Metrics) -> dict[str, float]:
+        return {"ic": m.ic, "rank_ic": m.rank_ic, "hit_rate": m.hit_rate}
+
+    return {str(c): scores(m) for c, m in by_class.items()}, scores(whole)
 
 
 def _closes(layout: Layout) -> dict[str, pd.DataFrame]:
@@ -165,7 +176,6 @@ def shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
 def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     started = time.perf_counter()
     setups = list(task.setups)
-    names = [s.symbol for s in setups]
     sim = simulate(layout, setups, task.weights, cash=task.cash, engine=task.engine)
     bars = _closes(layout)
     results: dict[str, Result] = {}
@@ -182,9 +192,9 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
             routes=routes,
             config={**task.run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
         )
-        quality[(variant, "")] = pooled_quality(preds, routes, names, task.targets, ranks)
-        for cls, syms in members.items():
-            quality[(variant, cls)] = pooled_quality(preds, routes, syms, task.targets, ranks)
+        by_class, whole = pooled_quality(preds, routes, members, task.targets, ranks)
+        quality[(variant, "")] = whole
+        quality.update({(variant, cls): q for cls, q in by_class.items()})
     sleeves = _Sleeves(sim, layout, bars, setups, members)
     class_equity, class_stats = sleeves.accounts("class")
     symbol_equity, symbol_stats = sleeves.accounts("symbol")

@@ -63,9 +63,17 @@ def _feature_names(config: AssetsConfig, model_id: str) -> tuple[str, ...]:
 
 
 def predict_history(
-    router: AssetSpecificModelRouter, bars: Mapping[str, pd.DataFrame]
+    router: AssetSpecificModelRouter,
+    bars: Mapping[str, pd.DataFrame],
+    *,
+    features: dict[tuple[str, str], pd.DataFrame] | None = None,
 ) -> tuple[dict[str, pd.Series], list[RouteDecision]]:
-    """Predictions (float64, NaN in warm-up) per symbol on its own bar index, and the routes."""
+    """Predictions (float64, NaN in warm-up) per symbol on its own bar index, and the routes.
+
+    ``features`` (``(symbol, feature spec) -> frame``), when given, keeps the feature frames
+    computed here and reuses those already in it: the two routing variants of one run share
+    the universal model's features (the asset-specific variant computes them too, for its
+    fallback rows). Only pass the same dict for the same ``bars``."""
     decisions = [router.route(symbol) for symbol in bars]
     universal = router.universal_id
     universal_names = _feature_names(router.config, universal)
@@ -79,7 +87,11 @@ def predict_history(
             spec_names.append(router.registry.spec(universal).spec)
         columns: dict[str, np.ndarray] = {}
         for name in dict.fromkeys(spec_names):
-            part = compute(frame, spec_for(name))
+            part = None if features is None else features.get((symbol, name))
+            if part is None:
+                part = compute(frame, spec_for(name))
+                if features is not None:
+                    features[(symbol, name)] = part
             for column in part.columns:
                 if column not in columns:
                     columns[column] = part[column].to_numpy()

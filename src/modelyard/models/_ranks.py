@@ -1,0 +1,184 @@
+"""Sorting and ranking kernels of the rank IC (:mod:`modelyard.models.metrics`).
+
+A rank IC over millions of pooled rows is dominated by sorting. :func:`sort_order` gives the
+ascending order *and* the sorted values of a float64 array (no NaN) with one SIMD sort of
+packed 64-bit keys instead of ``np.argsort`` (about 4x faster at 10M rows): each key holds the
+top 32 bits of the value's order-preserving bit pattern and the row's position; rows whose
+top 32 bits tie are then ordered by their full values (a run rarely holds more than a few).
+Average ranks, the rank correlation and the merge of sorted groups read the sorted values
+sequentially.
+
+The ranks are exact (half-)integers whatever the order of tied rows; sums that run over tied
+rows in sort order (the rank correlation) may differ from another sort in the last bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+__all__ = ["merge_sorted", "rank_corr", "ranks_from", "sort_order", "spread"]
+
+FloatArray = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.intp]
+
+_PACKED_MAX = 1 << 32  # positions must fit the key's low 32 bits
+_LONG_RUN = 32  # a tied run longer than this is sorted with a real sort, not by insertion
+
+
+def sort_order(x: FloatArray) -> tuple[IndexArray, FloatArray]:
+    """``(order, x[order])``: the ascending order of ``x`` (float64, no NaN; -0.0 equals
+    0.0) and its sorted values."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.size >= _PACKED_MAX:
+        order = np.argsort(x).astype(np.intp, copy=False)
+        return order, x[order]
+    keys = _keys_nb((x + 0.0).view(np.uint64))  # + 0.0: -0.0 becomes 0.0
+    keys.sort()
+    order, ordered = _finish_nb(keys, x)
+    return order, ordered
+
+
+@njit(cache=True, nogil=True)
+def _keys_nb(bits: Any) -> Any:
+    """Per row: the top 32 bits of its order-preserving pattern, then its position."""
+    n = bits.size
+    keys = np.empty(n, dtype=np.uint64)
+    sign = np.uint64(1) << np.uint64(63)
+    high = ~np.uint64(0xFFFFFFFF)
+    for i in range(n):
+        b = bits[i]
+        b = ~b if b & sign else b | sign
+        keys[i] = (b & high) | np.uint64(i)
+    return keys
+
+
+@njit(cache=True, nogil=True)
+def _finish_nb(keys: Any, x: Any) -> Any:
+    """The order and sorted values from sorted keys: runs of equal top bits sorted by value."""
+    n = keys.size
+    order = np.empty(n, dtype=np.intp)
+    ordered = np.empty(n, dtype=np.float64)
+    low = np.uint64(0xFFFFFFFF)
+    for k in range(n):
+        i = np.intp(keys[k] & low)
+        order[k] = i
+        ordered[k] = x[i]
+    start = 0
+    for k in range(1, n + 1):
+        if k < n and (keys[k] & ~low) == (keys[start] & ~low):
+            continue
+        if k - start > _LONG_RUN:
+            sub = np.argsort(ordered[start:k])
+            order[start:k] = order[start:k][sub]
+            ordered[start:k] = ordered[start:k][sub]
+        elif k - start > 1:
+            for a in range(start + 1, k):
+                value = ordered[a]
+                row = order[a]
+                b = a - 1
+                while b >= start and ordered[b] > value:
+                    ordered[b + 1] = ordered[b]
+                    order[b + 1] = order[b]
+                    b -= 1
+                ordered[b + 1] = value
+                order[b + 1] = row
+        start = k
+    return order, ordered
+
+
+@njit(cache=True, nogil=True)
+def ranks_from(ordered: Any, order: Any) -> Any:
+    """Average ranks (1-based) in row order, from the sorted values and their order: each
+    run of equal values (sorted positions ``k .. j-1``) gets ``(k + 1 + j) / 2``."""
+    n = ordered.size
+    out = np.empty(n, dtype=np.float64)
+    start = 0
+    for k in range(1, n + 1):
+        if k < n and ordered[k] == ordered[start]:
+            continue
+        average = (start + 1 + k) / 2.0
+        for q in range(start, k):
+            out[order[q]] = average
+        start = k
+    return out
+
+
+@njit(cache=True, nogil=True)
+def spread(ranks: Any) -> Any:
+    """``sum((ranks - mean)^2)`` of average ranks (their mean is exactly ``(n + 1) / 2``)."""
+    mean = (ranks.size + 1) / 2.0
+    total = 0.0
+    for i in range(ranks.size):
+        d = ranks[i] - mean
+        total += d * d
+    return total
+
+
+@njit(cache=True, nogil=True)
+def rank_corr(ordered: Any, order: Any, t_ranks: Any, t_spread: float) -> Any:
+    """Pearson correlation of the average ranks of the sorted values ``ordered`` (rows
+    ``order``) with ``t_ranks`` (in row order; ``t_spread`` from :func:`spread`), in one pass:
+    the ranks of this side are never stored. NaN when either side is constant."""
+    n = ordered.size
+    mean = (n + 1) / 2.0  # of either side's average ranks, exactly
+    cross = 0.0
+    total = 0.0
+    start = 0
+    for k in range(1, n + 1):
+        if k < n and ordered[k] == ordered[start]:
+            continue
+        d = (start + 1 + k) / 2.0 - mean  # the run's average rank, centred
+        block = 0.0
+        for q in range(start, k):
+            block += t_ranks[order[q]] - mean
+        cross += d * block
+        total += (k - start) * d * d
+        start = k
+    if total <= 0.0 or t_spread <= 0.0:
+        return np.nan
+    return cross / np.sqrt(total * t_spread)
+
+
+def merge_sorted(
+    parts: Sequence[tuple[IndexArray, FloatArray]],
+) -> tuple[IndexArray, FloatArray]:
+    """The :func:`sort_order` of the groups' rows concatenated, from each group's
+    ``(order, sorted values)``: one sequential merge, no sort."""
+    sizes = [len(o) for o, _ in parts]
+    offsets = np.zeros(len(parts) + 1, dtype=np.intp)
+    np.cumsum(sizes, out=offsets[1:])
+    if not parts:
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.float64)
+    local = np.concatenate([o for o, _ in parts]).astype(np.intp, copy=False)
+    ordered = np.concatenate([v for _, v in parts]).astype(np.float64, copy=False)
+    order, merged = _merge_nb(ordered, local, offsets)
+    return order, merged
+
+
+@njit(cache=True, nogil=True)
+def _merge_nb(ordered: Any, local: Any, offsets: Any) -> Any:
+    """Merge the groups' sorted runs (at ``offsets``; ``local``: positions in the group):
+    each step takes the smallest head (few groups: a scan of the heads)."""
+    groups = offsets.size - 1
+    n = offsets[groups]
+    heads = offsets[:groups].copy()
+    order = np.empty(n, dtype=np.intp)
+    merged = np.empty(n, dtype=np.float64)
+    for k in range(n):
+        best = -1
+        best_value = 0.0
+        for g in range(groups):
+            h = heads[g]
+            if h < offsets[g + 1] and (best < 0 or ordered[h] < best_value):
+                best = g
+                best_value = ordered[h]
+        h = heads[best]
+        order[k] = offsets[best] + local[h]
+        merged[k] = best_value
+        heads[best] = h + 1
+    return order, merged
