@@ -342,5 +342,18 @@ def frame_violations(
     lo, hi = contract.bounds(names)
     if x.ndim != 2 or x.shape[1] != lo.shape[0]:
         raise ValueError(f"expected shape (n, {lo.shape[0]}), got {x.shape}")
-    ok = np.asarray(((x >= lo) & (x <= hi)).all(axis=1), dtype=np.bool_)
-    return ~ok
+    bad: npt.NDArray[np.bool_] = _rows_outside(np.ascontiguousarray(x), lo, hi)
+    return bad
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows_outside(x: Any, lo: Any, hi: Any) -> Any:
+    """Per row of ``x``: does some value fall outside ``[lo, hi]`` (NaN does)? One pass."""
+    out = np.zeros(x.shape[0], dtype=np.bool_)
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            v = x[i, j]
+            if not (v >= lo[j] and v <= hi[j]):
+                out[i] = True
+                break
+    return out

@@ -263,9 +263,11 @@ def compute(bars: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         data[i] = bars[col].to_numpy(dtype=np.float64)
     data[N_SERIES - 1] = _utc_hours(bars.index)
     kinds, params = _kernel_arrays(spec)
-    out = np.empty((n, len(names)), dtype=np.float64)
-    run_kernel(kinds, params, data, spec.warmup, out)
-    return pd.DataFrame(out, index=bars.index, columns=names)
+    # (features, bars) rows: each feature a contiguous column of the frame, which takes the
+    # array as its block without a copy
+    out = np.empty((len(names), n), dtype=np.float64)
+    run_kernel(kinds, params, data, spec.warmup, out.T)
+    return pd.DataFrame(out.T, index=bars.index, columns=names, copy=False)
 
 
 def compute_target(bars: pd.DataFrame, horizon: int) -> pd.Series:

@@ -456,7 +456,19 @@ class AssetSpecificModelRouter:
             model = self.model(model_id)
             names = list(self.registry.spec(model_id).features)
             blocks = np.arange(len(names_all)) if rows is None else block_of(rows)
-            present = np.unique(blocks)
+            # each block's positions in ``rows``: ascending rows (the usual) make contiguous
+            # runs; else (fallback rows of several models) gather them
+            runs: list[tuple[int, slice | npt.NDArray[np.intp]]] = []
+            if len(blocks) and (rows is None or bool(np.all(rows[1:] > rows[:-1]))):
+                cut = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
+                firsts = np.r_[0, cut].astype(np.intp)
+                runs += [
+                    (int(blocks[lo]), slice(int(lo), int(hi)))
+                    for lo, hi in zip(firsts, np.r_[cut, len(blocks)], strict=True)
+                ]
+            else:
+                runs += [(int(b), np.flatnonzero(blocks == b)) for b in np.unique(blocks)]
+            present = [b for b, _ in runs]
             for b in present:
                 missing = [name for name in names if name not in features[b]]
                 if missing:
@@ -473,14 +485,15 @@ class AssetSpecificModelRouter:
                 return x
             x = np.empty((len(rows), len(names)), dtype=model.dtype)
             local = rows - starts[blocks]
-            for b in present:
-                at = np.flatnonzero(blocks == b)
-                if len(at) == sizes[b] and np.array_equal(local[at], np.arange(sizes[b])):
+            for b, at in runs:
+                own = local[at]
+                # ascending distinct rows: a run of the block's size from 0 is all of it
+                if isinstance(at, slice) and len(own) == sizes[b] and own[0] == 0:
                     for c, name in enumerate(names):  # a whole block, in order (the usual)
-                        x[at[0] : at[-1] + 1, c] = np.asarray(features[b][name])
+                        x[at, c] = np.asarray(features[b][name])
                     continue
                 for c, name in enumerate(names):
-                    x[at, c] = np.asarray(features[b][name])[local[at]]
+                    x[at, c] = np.asarray(features[b][name])[own]
             return x
 
         # like predict_frame, route only the symbols that have rows
