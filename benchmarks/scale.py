@@ -153,8 +153,8 @@ def main() -> None:
     print(f"  pool warm                     {pool_warm:7.2f} s   ({pool_stages.split()})")
     print(f"  speedup pool warm / serial    {serial / pool_warm:7.2f} x")
 
-    n_shards = 2 * args.symbols  # two stages
-    default = 2 * min(2 * args.workers, args.symbols)
+    n_shards = args.symbols  # one shard stage (signals)
+    default = min(2 * args.workers, args.symbols)
     print("  per-shard overhead")
     print(f"    no-op shard, dask           {dask_noop * 1e3:7.1f} ms")
     print(f"    no-op shard, process pool   {pool_noop * 1e3:7.1f} ms")

@@ -53,7 +53,15 @@ import pandas as pd
 from modelyard.errors import ConfigError, DataError
 from modelyard.models._feature_kernels import KIND_CODES, N_SERIES, push_kernel, run_kernel
 
-__all__ = ["Feature", "FeatureSpec", "OnlineFeatures", "compute", "compute_target", "spec_for"]
+__all__ = [
+    "Feature",
+    "FeatureSpec",
+    "OnlineFeatures",
+    "compute",
+    "compute_target",
+    "forward_log_return",
+    "spec_for",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -279,12 +287,18 @@ def compute_target(bars: pd.DataFrame, horizon: int) -> pd.Series:
         raise ValueError(f"horizon must be a positive int, got {horizon!r}")
     if "close" not in bars.columns:
         raise DataError("bars miss column 'close'")
-    close = bars["close"].to_numpy(dtype=np.float64)
+    target = forward_log_return(bars["close"].to_numpy(dtype=np.float64), horizon)
+    return pd.Series(target, index=bars.index, name=f"target_{horizon}", dtype=np.float64)
+
+
+def forward_log_return(close: npt.NDArray[np.float64], horizon: int) -> npt.NDArray[np.float64]:
+    """:func:`compute_target` of the closes ``close`` (one symbol's, in bar order) as an
+    array: ``log(close[t + horizon] / close[t])``, NaN for the last ``horizon`` rows."""
     target = np.full(close.shape, np.nan)
     if len(close) > horizon:
         with np.errstate(divide="ignore", invalid="ignore"):
             target[:-horizon] = np.log(close[horizon:] / close[:-horizon])
-    return pd.Series(target, index=bars.index, name=f"target_{horizon}", dtype=np.float64)
+    return target
 
 
 def _field(bar: Any, key: str) -> Any:

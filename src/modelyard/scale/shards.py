@@ -4,7 +4,7 @@ A shard is a few symbols. Its work is one pure function of what it is given (bar
 run parameters), so any executor can run it anywhere and a retry gives the same bits:
 :func:`signals_shard` (stage ``signals``): per symbol and routing variant the route, the
 features and the batched predictions, the policy's target weights *before* the gross limit,
-the realised forward returns (targets) and the prediction quality (IC, rank IC, hit rate).
+and the prediction quality (IC, rank IC, hit rate) against the realised forward returns.
 
 Then the driver applies the gross limit across every symbol (it couples the symbols bar by
 bar) and the accounts (portfolio, class and symbol sleeves: they need every symbol) run as
@@ -123,7 +123,6 @@ class SignalsPiece:
     raw_weights: dict[str, dict[str, np.ndarray]]
     decisions: dict[str, list[RouteDecision]]
     quality: dict[str, dict[str, dict[str, float]]]
-    targets: dict[tuple[str, int], np.ndarray]  # (symbol, horizon) -> forward log returns
     seconds: float
     pid: int
 
@@ -286,7 +285,6 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
         raw,
         decisions,
         quality,
-        targets,
         time.perf_counter() - started,
         os.getpid(),
     )
@@ -345,11 +343,7 @@ def warm_worker() -> dict[str, Any]:
         router = AssetSpecificModelRouter(config, asset_specific=False)
         setups = tuple(symbol_setups(router, names))
         variants = params.variants
-        targets = {
-            (d.symbol, d.model_id): piece.targets[(d.symbol, config.models[d.model_id].horizon)]
-            for v in variants
-            for d in piece.decisions[v]
-        }
+        horizons = {m: spec.horizon for m, spec in config.models.items()}
         # one column and two: numba types the single-column arrays differently (C vs F order)
         for engine in ("orders", "order_func"):
             for part in (names, names[:1]):
@@ -361,7 +355,7 @@ def warm_worker() -> dict[str, Any]:
                     {},
                     {v: tuple(d for d in piece.decisions[v] if d.symbol in part) for v in variants},
                     {v: {s: piece.predictions[v][s] for s in part} for v in variants},
-                    targets,
+                    horizons,
                 )
                 shared_shard(task.part(variants[:1]), build_layout(bars, list(part)))
             steps.append(engine)

@@ -22,7 +22,8 @@ dispatches and assembles. Serially the same function runs in-process, so the res
 same bits on every executor.
 
 What travels is arrays: the layout (the closes and bar timestamps of each symbol come from
-it), the limited weights, the predictions and the realised forward returns they are scored on.
+it, and the realised forward returns the predictions are scored on), the limited weights and
+the predictions.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from modelyard.models.features import forward_log_return
 from modelyard.models.metrics import Metrics, TargetRanks
 from modelyard.routing.decision import RouteDecision
 from modelyard.scale.shards import one_blas_thread
@@ -57,6 +59,8 @@ __all__ = [
     "merge_pieces",
     "pooled_quality",
     "shared_shard",
+    "sleeve_curve",
+    "sleeve_steps",
 ]
 
 
@@ -71,7 +75,7 @@ class SharedTask:
     run: dict[str, Any]  # the run's config (the portfolio Result's ``config["run"]``)
     decisions: dict[str, tuple[RouteDecision, ...]]  # variant -> routes, symbol order
     predictions: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> preds
-    targets: dict[tuple[str, str], npt.NDArray[np.float64]]  # (symbol, model) -> fwd returns
+    horizons: dict[str, int]  # serving model -> its horizon (the forward returns scored on)
 
     def part(self, variants: Sequence[str]) -> SharedTask:
         """This task for only ``variants`` (what travels shrinks with it)."""
@@ -83,26 +87,22 @@ class SharedTask:
             self.run,
             {v: self.decisions[v] for v in variants},
             {v: self.predictions[v] for v in variants},
-            {
-                (d.symbol, d.model_id): self.targets[(d.symbol, d.model_id)]
-                for v in variants
-                for d in self.decisions[v]
-                if (d.symbol, d.model_id) in self.targets
-            },
+            self.horizons,
         )
 
 
 @dataclass(frozen=True)
 class SharedPiece:
     """What :func:`shared_shard` returns, for its variants: the portfolio's Result per variant
-    (config ``run`` only); the curve and statistics of each ``(variant, asset_class)`` and
-    ``(variant, symbol)`` sleeve; the pooled prediction quality of the portfolio (key
+    (config ``run`` only); the curve (values at :func:`sleeve_steps`: the caller has the
+    timestamps) and statistics of each ``(variant, asset_class)`` and ``(variant, symbol)``
+    sleeve; the pooled prediction quality of the portfolio (key
     ``(variant, "")``) and of each class (``(variant, asset_class)``)."""
 
     results: dict[str, Result]
-    class_equity: dict[tuple[str, str], pd.Series]
+    class_equity: dict[tuple[str, str], npt.NDArray[np.float64]]
     class_stats: dict[tuple[str, str], dict[str, Any]]
-    symbol_equity: dict[tuple[str, str], pd.Series]
+    symbol_equity: dict[tuple[str, str], npt.NDArray[np.float64]]
     symbol_stats: dict[tuple[str, str], dict[str, Any]]
     quality: dict[tuple[str, str], dict[str, float]]
     seconds: float
@@ -129,7 +129,7 @@ def pooled_quality(
     predictions: Mapping[str, npt.NDArray[np.float64]],
     decisions: Sequence[RouteDecision],
     members: Mapping[str, Sequence[str]],
-    targets: Mapping[tuple[str, str], npt.NDArray[np.float64]],
+    targets: Mapping[tuple[str, str], npt.NDArray[np.float64]],  # (symbol, model) -> returns
     ranks: TargetRanks,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """IC, rank IC and hit rate of each class's rows pooled (``members``: class -> symbols)
@@ -159,6 +159,42 @@ def _closes(layout: Layout) -> dict[str, pd.DataFrame]:
     }
 
 
+def _targets(task: SharedTask, layout: Layout) -> dict[tuple[str, str], npt.NDArray[np.float64]]:
+    """(symbol, serving model) -> the forward log returns over the model's horizon on the
+    symbol's own bars (:func:`~modelyard.models.features.compute_target`, from the layout's
+    closes: at a symbol's bars they are its closes)."""
+    position = {s: j for j, s in enumerate(layout.symbols)}
+    by_horizon: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
+    out: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
+    for decisions in task.decisions.values():
+        for d in decisions:
+            key = (d.symbol, task.horizons[d.model_id])
+            if key not in by_horizon:
+                j = position[d.symbol]
+                by_horizon[key] = forward_log_return(layout.close[layout.rows[j], j], key[1])
+            out[(d.symbol, d.model_id)] = by_horizon[key]
+    return out
+
+
+def sleeve_steps(layout: Layout, names: Sequence[str]) -> npt.NDArray[np.intp]:
+    """The steps of ``layout`` where the sleeve of ``names`` can change: the union of their
+    bars."""
+    position = {s: j for j, s in enumerate(layout.symbols)}
+    if len(names) == 1:
+        return layout.rows[position[names[0]]]
+    on = np.zeros(len(layout.index), dtype=bool)
+    for s in names:
+        on[layout.rows[position[s]]] = True
+    return np.flatnonzero(on)
+
+
+def sleeve_curve(layout: Layout, steps: npt.NDArray[np.intp], values: npt.ArrayLike) -> pd.Series:
+    """A sleeve's values at ``steps`` as its equity curve (UTC timestamps)."""
+    contiguous = len(steps) > 0 and int(steps[-1]) - int(steps[0]) + 1 == len(steps)
+    index = layout.index[int(steps[0]) : int(steps[-1]) + 1] if contiguous else layout.index[steps]
+    return pd.Series(np.asarray(values, dtype=np.float64), index=index, name="equity")
+
+
 def class_members(setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
     """Asset class -> its symbols (in ``setups`` order), classes in order of first appearance."""
     classes = {s.symbol: s.asset_class for s in setups}
@@ -182,6 +218,7 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     quality: dict[tuple[str, str], dict[str, float]] = {}
     ranks = TargetRanks()
     members = class_members(setups)
+    targets = _targets(task, layout)
     for variant in task.weights:
         preds, routes = task.predictions[variant], task.decisions[variant]
         results[variant] = result_of(
@@ -192,7 +229,7 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
             routes=routes,
             config={**task.run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
         )
-        by_class, whole = pooled_quality(preds, routes, members, task.targets, ranks)
+        by_class, whole = pooled_quality(preds, routes, members, targets, ranks)
         quality[(variant, "")] = whole
         quality.update({(variant, cls): q for cls, q in by_class.items()})
     sleeves = _Sleeves(sim, layout, bars, setups, members)
@@ -223,30 +260,21 @@ class _Sleeves:
     ) -> None:
         self.sim, self.layout, self.members = sim, layout, members
         calendar = {s.symbol: s.calendar for s in setups}
-        position = {s: j for j, s in enumerate(layout.symbols)}
-        self.rows = {s: layout.rows[position[s]] for s in layout.symbols}
         self.ppy = {s: symbol_periods_per_year(bars[s].index, calendar[s]) for s in layout.symbols}
         self.stamps = np.asarray(layout.index.asi8, dtype=np.int64)
 
-    def _steps(self, names: Sequence[str]) -> npt.NDArray[np.intp]:
-        """The union of ``names``' bars (the steps where their sleeve can change)."""
-        if len(names) == 1:
-            return self.rows[names[0]]
-        on = np.zeros(len(self.layout.index), dtype=bool)
-        for s in names:
-            on[self.rows[s]] = True
-        return np.flatnonzero(on)
-
     def accounts(
         self, level: str
-    ) -> tuple[dict[tuple[str, str], pd.Series], dict[tuple[str, str], dict[str, Any]]]:
-        """``(variant, name)`` -> the sleeve's curve on its steps, and its statistics."""
+    ) -> tuple[
+        dict[tuple[str, str], npt.NDArray[np.float64]], dict[tuple[str, str], dict[str, Any]]
+    ]:
+        """``(variant, name)`` -> the sleeve's values at its steps, and its statistics."""
         sim = self.sim
         values, keys = sim.sleeve_values(level)
         columns = sim.columns.to_frame(index=False)
         symbol_of = columns["symbol"].to_numpy(dtype=object)
         variant_of = columns["variant"].to_numpy(dtype=object)
-        equity: dict[tuple[str, str], pd.Series] = {}
+        equity: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
         stats: dict[tuple[str, str], dict[str, Any]] = {}
         for variant in dict.fromkeys(str(v) for v in variant_of):
             fills = sim.fills(variant=variant)
@@ -262,13 +290,11 @@ class _Sleeves:
                 picked = np.sort(
                     np.concatenate([by_column[bounds[c] : bounds[c + 1]] for c in cols])
                 )
-                rows = self._steps(names)
+                rows = sleeve_steps(self.layout, names)
                 ppy = account_periods_per_year(self.ppy[s] for s in names)
                 curve = values[rows, g]
                 stats[(variant, name)] = stats_of_fills(
                     self.stamps[rows], curve, fills.where(picked), ppy
                 )
-                equity[(variant, name)] = pd.Series(
-                    curve, index=self.layout.index[rows], name="equity"
-                )
+                equity[(variant, name)] = curve
         return equity, stats

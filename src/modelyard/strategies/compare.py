@@ -48,8 +48,6 @@ import pandas as pd
 
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError, InvalidSymbolError
-
-# metrics() in parts, to share the targets' ranks between the variants (see _quality)
 from modelyard.reports.tables import METRICS
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, shard_size_for
@@ -70,6 +68,8 @@ from modelyard.scale.shared import (
     class_members,
     merge_pieces,
     shared_shard,
+    sleeve_curve,
+    sleeve_steps,
 )
 from modelyard.strategies._vbt_layout import Layout, build_layout
 from modelyard.strategies.backtest import DEFAULT_SYMBOLS, TimeLike
@@ -237,7 +237,7 @@ def compare(
             {v: tuple(signals[v].decisions) for v in VARIANTS},
             {v: {s: p.to_numpy(np.float64) for s, p in signals[v].predictions.items()}
              for v in VARIANTS},
-            _targets(cfg, signals, pieces),
+            {m: cfg.models[m].horizon for v in VARIANTS for m in _models(signals[v])},
         )  # fmt: skip
         # with several workers each variant is a task of its own (groups are simulated
         # independently: the same bits as one broadcast of both)
@@ -246,7 +246,7 @@ def compare(
         accounts = runner.start(
             shared_shard, [(task.part(vs), layout) for vs in parts], name="accounts"
         ).gather(lambda done, total: report("simulate", done, total))
-        driver = _shared_accounts(cfg, names, setups, signals, accounts, run, report)
+        driver = _shared_accounts(cfg, names, setups, signals, accounts, run, report, layout)
     rows = driver.rows
     scored = {v: {s: q for p in pieces for s, q in p.quality[v].items()} for v in VARIANTS}
     for variant in VARIANTS:
@@ -357,21 +357,6 @@ class _Shared:
     symbol_stats: dict[tuple[str, str], dict[str, Any]]
 
 
-def _targets(
-    cfg: AssetsConfig, signals: Mapping[str, VariantSignals], pieces: Sequence[SignalsPiece]
-) -> dict[tuple[str, str], np.ndarray]:
-    """(symbol, serving model) -> the forward returns over that model's horizon, for every
-    model that serves a symbol in some variant."""
-    horizons = {m: cfg.models[m].horizon for v in VARIANTS for m in _models(signals[v])}
-    return {
-        (s, m): target
-        for piece in pieces
-        for s in piece.symbols
-        for m, h in horizons.items()
-        if (target := piece.targets.get((s, h))) is not None
-    }
-
-
 def _shared_accounts(
     cfg: AssetsConfig,
     names: Sequence[str],
@@ -380,6 +365,7 @@ def _shared_accounts(
     shared: Sequence[object],
     run: dict[str, Any],
     report: Progress,
+    layout: Layout,
 ) -> _Shared:
     """The portfolio and class rows, the Results and every curve, from the ``accounts`` stage
     (:mod:`~modelyard.scale.shared`); the symbol rows are the caller's (they pool the
@@ -390,7 +376,11 @@ def _shared_accounts(
     got = merge_pieces([p for p in shared if isinstance(p, SharedPiece)])
     members = class_members(setups)
     out = _Shared(run, [], {}, {}, {}, {}, got.symbol_stats)
-    out.symbol_equity = {(v, s): got.symbol_equity[(v, s)] for v in VARIANTS for s in names}
+    out.symbol_equity = {
+        (v, s): sleeve_curve(layout, sleeve_steps(layout, [s]), got.symbol_equity[(v, s)])
+        for v in VARIANTS
+        for s in names
+    }
     steps = len(VARIANTS) * (1 + len(members))
     done = 0
     assets = cfg.model_dump(mode="json")
@@ -412,7 +402,8 @@ def _shared_accounts(
         report("stats", done, steps)
         for cls, syms in members.items():
             key = (variant, cls)
-            out.class_equity[key] = got.class_equity[key]
+            at = sleeve_steps(layout, syms)
+            out.class_equity[key] = sleeve_curve(layout, at, got.class_equity[key])
             stats = got.class_stats[key]
             out.rows.append(_row("class", cls, variant, stats, got.quality[key], model, syms))
             done += 1
