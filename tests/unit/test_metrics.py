@@ -111,12 +111,15 @@ def test_pooled_groups_and_union_match_scipy_with_ties_and_nans() -> None:
 
 
 def test_merged_order_is_ascending() -> None:
-    from modelyard.models._ranks import merge_sorted, sort_order
+    from modelyard.models._ranks import SortedGroups
 
     rng = np.random.default_rng(3)
     parts = [np.round(rng.normal(size=n), 2) for n in (300, 1, 0, 120)]
     values = np.concatenate(parts)
-    order, ordered = merge_sorted([sort_order(p) for p in parts])
+    groups = SortedGroups([len(p) for p in parts])
+    for g, p in enumerate(parts):
+        groups.sort(g, p)
+    order, ordered = groups.merged()
     assert sorted(order.tolist()) == list(range(len(values)))
     assert np.all(np.diff(values[order]) >= 0)
     assert ordered.tobytes() == values[order].tobytes()

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["merge_sorted", "rank_corr", "ranks_from", "sort_order", "spread"]
+__all__ = ["SortedGroups", "rank_corr", "ranks_from", "sort_order", "spread"]
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -30,17 +30,22 @@ _PACKED_MAX = 1 << 32  # positions must fit the key's low 32 bits
 _LONG_RUN = 32  # a tied run longer than this is sorted with a real sort, not by insertion
 
 
-def sort_order(x: FloatArray) -> tuple[IndexArray, FloatArray]:
+def sort_order(
+    x: FloatArray, out: tuple[IndexArray, FloatArray] | None = None
+) -> tuple[IndexArray, FloatArray]:
     """``(order, x[order])``: the ascending order of ``x`` (float64, no NaN; -0.0 equals
-    0.0) and its sorted values."""
+    0.0) and its sorted values, written into ``out`` when given."""
     x = np.ascontiguousarray(x, dtype=np.float64)
+    if out is None:
+        out = (np.empty(x.size, dtype=np.intp), np.empty(x.size, dtype=np.float64))
     if x.size >= _PACKED_MAX:
-        order = np.argsort(x).astype(np.intp, copy=False)
-        return order, x[order]
-    keys = _keys_nb((x + 0.0).view(np.uint64))  # + 0.0: -0.0 becomes 0.0
+        out[0][:] = np.argsort(x)
+        out[1][:] = x[out[0]]
+        return out
+    keys = _keys_nb(x.view(np.uint64))
     keys.sort()
-    order, ordered = _finish_nb(keys, x)
-    return order, ordered
+    _finish_nb(keys, x, out[0], out[1])
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -52,17 +57,17 @@ def _keys_nb(bits: Any) -> Any:
     high = ~np.uint64(0xFFFFFFFF)
     for i in range(n):
         b = bits[i]
+        if b == sign:  # -0.0 sorts as 0.0
+            b = np.uint64(0)
         b = ~b if b & sign else b | sign
         keys[i] = (b & high) | np.uint64(i)
     return keys
 
 
 @njit(cache=True, nogil=True)
-def _finish_nb(keys: Any, x: Any) -> Any:
+def _finish_nb(keys: Any, x: Any, order: Any, ordered: Any) -> None:
     """The order and sorted values from sorted keys: runs of equal top bits sorted by value."""
     n = keys.size
-    order = np.empty(n, dtype=np.intp)
-    ordered = np.empty(n, dtype=np.float64)
     low = np.uint64(0xFFFFFFFF)
     for k in range(n):
         i = np.intp(keys[k] & low)
@@ -88,7 +93,6 @@ def _finish_nb(keys: Any, x: Any) -> Any:
                 ordered[b + 1] = value
                 order[b + 1] = row
         start = k
-    return order, ordered
 
 
 @njit(cache=True, nogil=True)
@@ -144,20 +148,33 @@ def rank_corr(ordered: Any, order: Any, t_ranks: Any, t_spread: float) -> Any:
     return cross / np.sqrt(total * t_spread)
 
 
-def merge_sorted(
-    parts: Sequence[tuple[IndexArray, FloatArray]],
-) -> tuple[IndexArray, FloatArray]:
-    """The :func:`sort_order` of the groups' rows concatenated, from each group's
-    ``(order, sorted values)``: one sequential merge, no sort."""
-    sizes = [len(o) for o, _ in parts]
-    offsets = np.zeros(len(parts) + 1, dtype=np.intp)
-    np.cumsum(sizes, out=offsets[1:])
-    if not parts:
-        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.float64)
-    local = np.concatenate([o for o, _ in parts]).astype(np.intp, copy=False)
-    ordered = np.concatenate([v for _, v in parts]).astype(np.float64, copy=False)
-    order, merged = _merge_nb(ordered, local, offsets)
-    return order, merged
+class SortedGroups:
+    """Disjoint groups of rows sorted each on its own, in one buffer (group ``g`` at
+    ``offsets[g]``): :meth:`sort` each group, then :meth:`merged`, the sort of all of them."""
+
+    def __init__(self, sizes: Sequence[int]) -> None:
+        self.offsets = np.zeros(len(sizes) + 1, dtype=np.intp)
+        np.cumsum(sizes, out=self.offsets[1:])
+        n = int(self.offsets[-1])
+        self.local = np.empty(n, dtype=np.intp)
+        self.ordered = np.empty(n, dtype=np.float64)
+
+    def sort(self, g: int, x: FloatArray) -> tuple[IndexArray, FloatArray]:
+        """:func:`sort_order` of group ``g``'s rows ``x`` (views into the buffer)."""
+        lo, hi = int(self.offsets[g]), int(self.offsets[g + 1])
+        return sort_order(x, (self.local[lo:hi], self.ordered[lo:hi]))
+
+    def put(self, g: int, order: IndexArray, ordered: FloatArray) -> None:
+        """Group ``g``'s sort, known already."""
+        lo, hi = int(self.offsets[g]), int(self.offsets[g + 1])
+        self.local[lo:hi] = order
+        self.ordered[lo:hi] = ordered
+
+    def merged(self) -> tuple[IndexArray, FloatArray]:
+        """The :func:`sort_order` of every group's rows concatenated in group order: one
+        sequential merge of the groups' sorts, no sort."""
+        order, merged = _merge_nb(self.ordered, self.local, self.offsets)
+        return order, merged
 
 
 @njit(cache=True, nogil=True)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from modelyard.models._ranks import merge_sorted, rank_corr, ranks_from, sort_order, spread
+from modelyard.models._ranks import SortedGroups, rank_corr, ranks_from, sort_order, spread
 
 __all__ = ["Metrics", "TargetRanks", "hit_rate", "ic", "icir", "metrics", "rank_ic"]
 
@@ -35,11 +36,89 @@ def _pair(pred: npt.ArrayLike, target: npt.ArrayLike) -> tuple[FloatArray, Float
 
 def _ic(p: FloatArray, t: FloatArray) -> float:
     """:func:`ic` of rows already paired by :func:`_pair`."""
-    if p.size < 2:
-        return float("nan")
-    pc, tc = p - p.mean(), t - t.mean()
-    denom = np.sqrt((pc @ pc) * (tc @ tc))
-    return float(pc @ tc / denom) if denom > 0 else float("nan")
+    return _Moments.of(p, t).ic
+
+
+@dataclass(frozen=True, slots=True)
+class _Moments:
+    """Row count, means and centred sums of squares and products of paired rows: their
+    Pearson correlation, and the union of disjoint row sets without a pass over it (the
+    pairwise update of Chan, Golub and LeVeque)."""
+
+    n: int
+    mean_p: float
+    mean_t: float
+    pp: float
+    tt: float
+    pt: float
+
+    @classmethod
+    def of(cls, p: FloatArray, t: FloatArray) -> _Moments:
+        if p.size == 0:
+            return cls(0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        mp, mt, pp, tt, pt = _moments_nb(p, t)
+        return cls(p.size, float(mp), float(mt), float(pp), float(tt), float(pt))
+
+    def __add__(self, other: _Moments) -> _Moments:
+        if self.n == 0 or other.n == 0:
+            return other if self.n == 0 else self
+        n = self.n + other.n
+        dp, dt = other.mean_p - self.mean_p, other.mean_t - self.mean_t
+        w = self.n * other.n / n
+        return _Moments(
+            n,
+            self.mean_p + dp * other.n / n,
+            self.mean_t + dt * other.n / n,
+            self.pp + other.pp + dp * dp * w,
+            self.tt + other.tt + dt * dt * w,
+            self.pt + other.pt + dp * dt * w,
+        )
+
+    @property
+    def ic(self) -> float:
+        if self.n < 2:
+            return float("nan")
+        denom = np.sqrt(self.pp * self.tt)
+        return float(self.pt / denom) if denom > 0 else float("nan")
+
+
+_BLOCK = 4096  # rows per partial sum: sums of blocks keep the error near pairwise summation's
+
+
+@njit(cache=True, nogil=True)
+def _moments_nb(p: Any, t: Any) -> Any:
+    """Means, then centred sums of squares and products (two passes, no temporaries; sums
+    of ``_BLOCK``-row partial sums)."""
+    n = p.size
+    sp = 0.0
+    st = 0.0
+    for lo in range(0, n, _BLOCK):
+        bp = 0.0
+        bt = 0.0
+        for i in range(lo, min(lo + _BLOCK, n)):
+            bp += p[i]
+            bt += t[i]
+        sp += bp
+        st += bt
+    mp = sp / n
+    mt = st / n
+    pp = 0.0
+    tt = 0.0
+    pt = 0.0
+    for lo in range(0, n, _BLOCK):
+        bpp = 0.0
+        btt = 0.0
+        bpt = 0.0
+        for i in range(lo, min(lo + _BLOCK, n)):
+            dp = p[i] - mp
+            dt = t[i] - mt
+            bpp += dp * dp
+            btt += dt * dt
+            bpt += dp * dt
+        pp += bpp
+        tt += btt
+        pt += bpt
+    return mp, mt, pp, tt, pt
 
 
 def ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
@@ -164,25 +243,43 @@ class TargetRanks:
         correlations do not depend on the row order; the last bits of their sums may)."""
         pairs = {g: _pair(p, t) for g, (p, t) in groups.items()}
         out: dict[Hashable, Metrics] = {}
-        p_sorts: list[tuple[npt.NDArray[np.intp], FloatArray]] = []
-        t_sorts: list[tuple[npt.NDArray[np.intp], FloatArray]] = []
-        for g, (p, t) in pairs.items():
-            p_sort = sort_order(p)
+        sizes = [p.size for p, _ in pairs.values()]
+        p_sorts = SortedGroups(sizes)
+        moments = _Moments.of(np.empty(0), np.empty(0))
+        agree = counted = 0
+        kept_groups: list[_Kept] = []
+        for k, (g, (p, t)) in enumerate(pairs.items()):
+            order, ordered = p_sorts.sort(k, p)
             kept = self._target(t, (key, g))
+            kept_groups.append(kept)
             rank_ic = float("nan")
             if p.size >= 2:
-                rank_ic = float(rank_corr(p_sort[1], p_sort[0], kept.ranks, kept.spread))
-            out[g] = Metrics(_ic(p, t), rank_ic, _hit_rate(p, t), int(p.size))
-            p_sorts.append(p_sort)
-            t_sorts.append((kept.order, kept.ordered))
-        p = np.concatenate([p for p, _ in pairs.values()]) if pairs else np.empty(0)
-        t = np.concatenate([t for _, t in pairs.values()]) if pairs else np.empty(0)
+                rank_ic = float(rank_corr(ordered, order, kept.ranks, kept.spread))
+            m = _Moments.of(p, t)
+            hits, rows = _hits_nb(p, t)
+            moments, agree, counted = moments + m, agree + hits, counted + rows
+            out[g] = Metrics(m.ic, rank_ic, float(hits / rows) if rows else float("nan"), p.size)
         rank_ic = float("nan")
-        if p.size >= 2:
-            kept = self._target(t, key, lambda: merge_sorted(t_sorts))
-            order, ordered = merge_sorted(p_sorts)
-            rank_ic = float(rank_corr(ordered, order, kept.ranks, kept.spread))
-        return out, Metrics(_ic(p, t), rank_ic, _hit_rate(p, t), int(p.size))
+        if moments.n >= 2:
+            # the union's targets are the groups' concatenated: the same when theirs are
+            union = self._kept.get(key)
+            if (
+                union is None
+                or len(union.parts) != len(kept_groups)
+                or any(a is not b for a, b in zip(union.parts, kept_groups, strict=True))
+            ):
+                t_sorts = SortedGroups(sizes)
+                for k, kept in enumerate(kept_groups):
+                    t_sorts.put(k, kept.order, kept.ordered)
+                order, ordered = t_sorts.merged()
+                ranks = ranks_from(ordered, order)
+                union = _Kept(np.empty(0), ranks, float(spread(ranks)), order, ordered)
+                union = dataclasses.replace(union, parts=tuple(kept_groups))
+                self._kept[key] = union
+            order, ordered = p_sorts.merged()
+            rank_ic = float(rank_corr(ordered, order, union.ranks, union.spread))
+        hit = float(agree / counted) if counted else float("nan")
+        return out, Metrics(moments.ic, rank_ic, hit, moments.n)
 
 
 _Sort = Callable[[], tuple[npt.NDArray[np.intp], FloatArray]]
@@ -197,3 +294,4 @@ class _Kept:
     spread: float
     order: npt.NDArray[np.intp]
     ordered: FloatArray
+    parts: tuple[_Kept, ...] = ()  # a union's: its groups' entries (kept alive, by identity)

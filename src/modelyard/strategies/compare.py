@@ -73,7 +73,7 @@ from modelyard.scale.shared import (
 )
 from modelyard.strategies._vbt_layout import Layout, build_layout
 from modelyard.strategies.backtest import DEFAULT_SYMBOLS, TimeLike
-from modelyard.strategies.policy import DEFAULT_MAX_GROSS, limit_gross
+from modelyard.strategies.policy import DEFAULT_MAX_GROSS, GrossTimeline, limit_gross
 from modelyard.strategies.results import (
     Result,
 )
@@ -225,7 +225,10 @@ def compare(
             layout = build_layout(data, names)
         engine = choose_engine(layout, setups)
         # the gross limit couples every symbol: both variants' weights, here
-        signals = {v: _variant_signals(v, pieces, data, names, max_gross) for v in VARIANTS}
+        timeline = GrossTimeline.of([data[s].index for s in names])  # both variants' bars
+        signals = {
+            v: _variant_signals(v, pieces, data, names, max_gross, timeline) for v in VARIANTS
+        }
         weights = {v: signals[v].weights for v in VARIANTS}
         run = _run_config(layout, names, engine, timeframe, cash, max_gross)
         task = SharedTask(
@@ -313,6 +316,7 @@ def _variant_signals(
     data: Mapping[str, pd.DataFrame],
     names: Sequence[str],
     max_gross: float,
+    timeline: GrossTimeline,
 ) -> VariantSignals:
     """One variant's pieces in symbol order (on each symbol's bars), then the gross limit
     across every symbol (:func:`~modelyard.strategies.signals.target_weight_history` on the
@@ -323,7 +327,9 @@ def _variant_signals(
     return VariantSignals(
         variant,
         {s: pd.Series(preds[s], index=data[s].index, name="prediction") for s in names},
-        limit_gross({s: pd.Series(raw[s], index=data[s].index) for s in names}, max_gross),
+        limit_gross(
+            {s: pd.Series(raw[s], index=data[s].index) for s in names}, max_gross, timeline=timeline
+        ),
         [decisions[s] for s in names],
     )
 

@@ -60,6 +60,7 @@ from modelyard.errors import ConfigError
 __all__ = [
     "DEFAULT_MAX_GROSS",
     "GrossLimiter",
+    "GrossTimeline",
     "PolicyState",
     "limit_gross",
     "order_targets",
@@ -284,21 +285,22 @@ def _limit_gross_nb(
             trading[sym[e]] = False
 
 
-def limit_gross(
-    weights: Mapping[str, pd.Series], max_gross: float = DEFAULT_MAX_GROSS
-) -> dict[str, pd.Series]:
-    """Apply :class:`GrossLimiter` over the union timeline of per-symbol weight series.
+@dataclass(frozen=True)
+class GrossTimeline:
+    """The bars of several symbols in time order, as :func:`limit_gross` walks them: build it
+    once (:meth:`of`) and pass it to every call on the same indexes (e.g. two routing
+    variants of one universe)."""
 
-    Each series is indexed by its own bar timestamps; the result has the same indexes.
-    """
-    symbols = list(weights)
-    GrossLimiter(len(symbols), max_gross)  # validates max_gross
-    arrays = {s: np.asarray(weights[s], dtype=np.float64).copy() for s in symbols}
-    # Fast path: no step can break the limit when the sum of the largest |w| stays below it.
-    if not sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values()) <= max_gross:
-        lengths = [len(arrays[s]) for s in symbols]
+    lengths: tuple[int, ...]
+    order: npt.NDArray[np.intp]  # positions in the symbols' bars concatenated, time order
+    bounds: npt.NDArray[np.int64]  # the runs of equal timestamps in ``order``
+    symbol: npt.NDArray[np.int64]  # the symbol of each position of ``order``
+
+    @classmethod
+    def of(cls, indexes: Sequence[pd.Index]) -> GrossTimeline:
+        lengths = [len(i) for i in indexes]
         stamps = np.concatenate(
-            [pd.DatetimeIndex(weights[s].index).as_unit("ns").asi8 for s in symbols]
+            [pd.DatetimeIndex(i).as_unit("ns").asi8 for i in indexes]
             or [np.empty(0, dtype=np.int64)]
         )
         # pandas' stable sort_index: NaT last, ties in (symbol, bar) order
@@ -310,12 +312,42 @@ def limit_gross(
             order = np.argsort(stamps, kind="stable")
         sorted_stamps = stamps[order]
         n = len(sorted_stamps)
-        if n:
-            starts = np.flatnonzero(np.r_[True, sorted_stamps[1:] != sorted_stamps[:-1]])
-            bounds = np.r_[starts, n].astype(np.int64)
-            sym = np.repeat(np.arange(len(symbols), dtype=np.int64), lengths)[order]
+        starts = np.flatnonzero(np.r_[n > 0, sorted_stamps[1:] != sorted_stamps[:-1]])
+        return cls(
+            tuple(lengths),
+            order.astype(np.intp, copy=False),
+            np.r_[starts, n].astype(np.int64),
+            np.repeat(np.arange(len(indexes), dtype=np.int64), lengths)[order],
+        )
+
+
+def limit_gross(
+    weights: Mapping[str, pd.Series],
+    max_gross: float = DEFAULT_MAX_GROSS,
+    *,
+    timeline: GrossTimeline | None = None,
+) -> dict[str, pd.Series]:
+    """Apply :class:`GrossLimiter` over the union timeline of per-symbol weight series.
+
+    Each series is indexed by its own bar timestamps; the result has the same indexes.
+    ``timeline`` (:meth:`GrossTimeline.of` the series' indexes, in order) saves sorting them.
+    """
+    symbols = list(weights)
+    GrossLimiter(len(symbols), max_gross)  # validates max_gross
+    arrays = {s: np.asarray(weights[s], dtype=np.float64).copy() for s in symbols}
+    # Fast path: no step can break the limit when the sum of the largest |w| stays below it.
+    if not sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values()) <= max_gross:
+        if timeline is None:
+            timeline = GrossTimeline.of([weights[s].index for s in symbols])
+        lengths = [len(arrays[s]) for s in symbols]
+        if tuple(lengths) != timeline.lengths:
+            raise ValueError("limit_gross: the timeline was built on other indexes")
+        order = timeline.order
+        if len(order):
             values = np.concatenate([arrays[s] for s in symbols])[order]
-            _limit_gross_nb(values, sym, bounds, len(symbols), float(max_gross))
+            _limit_gross_nb(
+                values, timeline.symbol, timeline.bounds, len(symbols), float(max_gross)
+            )
             flat = np.empty_like(values)
             flat[order] = values
             edges = np.cumsum([0, *lengths])
