@@ -101,7 +101,10 @@ def predict_history(
             keep &= np.isfinite(np.asarray(columns[column], dtype=np.float64))
         keep_masks[symbol] = keep
         needed = dict.fromkeys((*served, *universal_names))
-        blocks.append({c: columns[c][keep] for c in needed if c in columns})
+        # warm-up rows lead: the kept rows are then a suffix, and the block views the columns
+        first = int(np.argmax(keep)) if keep.any() else len(keep)
+        rows: slice | np.ndarray = slice(first, None) if keep[first:].all() else keep
+        blocks.append({c: columns[c][rows] for c in needed if c in columns})
     values = router.predict_arrays(list(keep_masks), blocks)
     predictions: dict[str, pd.Series] = {}
     for (symbol, keep), pred in zip(keep_masks.items(), values, strict=True):
