@@ -162,9 +162,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from modelyard.strategies.compare import compare
 
     symbols = _split_symbols(args.symbols) if args.symbols is not None else None
-    if args.workers is not None and args.executor not in ("processes", "dask"):
+    if args.workers is not None and args.executor not in ("threads", "processes", "dask"):
         sys.stderr.write(
-            f"modelyard: error: --workers sizes --executor processes or dask; not {args.executor}\n"
+            "modelyard: error: --workers sizes --executor threads, processes or dask; "
+            f"not {args.executor}\n"
         )
         return 2
     bars = None
@@ -327,17 +328,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--executor",
         type=_executor,
         default="serial",
-        metavar="serial|processes|dask|tcp://HOST:PORT",
-        help="where the per-symbol shards run: here (serial, the default), a local process "
-        "pool, a local Dask cluster, or the Dask scheduler at that address; the results are "
-        "the same to the last bit",
+        metavar="serial|threads|processes|dask|tcp://HOST:PORT",
+        help="where the per-symbol shards run: here (serial, the default), on threads of this "
+        "process, a local process pool, a local Dask cluster, or the Dask scheduler at that "
+        "address; the results are the same to the last bit",
     )
     parser.add_argument(
         "--workers",
         type=_workers,
         default=None,
         metavar="N",
-        help="processes of the pool or local cluster (default: the number of CPUs)",
+        help="threads, processes of the pool, or workers of the local cluster (default: the "
+        "number of CPUs)",
     )
     _common(parser)
     parser.set_defaults(handler=cmd_compare)

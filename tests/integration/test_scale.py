@@ -189,6 +189,17 @@ def test_serial_shards_equal_one_shard(kind: str, size: int) -> None:
 
 @pytest.mark.parametrize("kind", ["aligned", "mixed"])
 @pytest.mark.parametrize("size", [1, 4])
+def test_threads_equal_serial(kind: str, size: int) -> None:
+    """Threads share the process (one cached router set, one ONNX session per model, run
+    from several threads at once) and give the serial result to the last bit."""
+    got = compare(
+        list(SYMBOLS), bars=UNIVERSES[kind], executor="threads", workers=2, shard_size=size
+    )
+    assert_identical(got, serial(kind))
+
+
+@pytest.mark.parametrize("kind", ["aligned", "mixed"])
+@pytest.mark.parametrize("size", [1, 4])
 def test_process_pool_equals_serial(pool: ProcessPoolExecutor, kind: str, size: int) -> None:
     stages: list[tuple[str, int, int]] = []
     got = compare(
@@ -475,8 +486,8 @@ def test_cli_passes_executor_and_prints_failures(
     assert main(["compare", "--executor", "tcp://10.0.0.1:8786", "--out", str(out)]) == 0
     capsys.readouterr()
     with pytest.raises(SystemExit) as usage:
-        main(["compare", "--executor", "threads", "--out", str(out)])
+        main(["compare", "--executor", "thread", "--out", str(out)])
     assert usage.value.code == 2
-    assert "--executor 'threads'" in capsys.readouterr().err
+    assert "--executor 'thread'" in capsys.readouterr().err
     assert main(["compare", "--workers", "2", "--out", str(out)]) == 2
     assert "--workers" in capsys.readouterr().err

@@ -4,6 +4,9 @@
 
 ============================== ==========================================================
 ``None`` or ``"serial"``       in this process, one shard after the other
+``"threads"``                  a ``ThreadPoolExecutor`` of ``workers`` threads in this process:
+                               nothing is copied or pickled; the kernels (features, ONNX,
+                               ranks, moments) release the GIL, vectorbt's simulation holds it
 ``"processes"``                a ``ProcessPoolExecutor`` of ``workers`` processes (forkserver
                                start, each warmed by :func:`~modelyard.scale.shards.warm_worker`)
 ``"dask"``                     a tuned local Dask cluster (:func:`~modelyard.scale.local_cluster`)
@@ -56,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EXECUTOR_NAMES: tuple[str, ...] = ("serial", "processes", "dask")
+EXECUTOR_NAMES: tuple[str, ...] = ("serial", "threads", "processes", "dask")
 DEFAULT_RETRIES = 2
 Done = Callable[[int, int], None]
 
@@ -341,21 +344,26 @@ def process_pool(workers: int | None = None) -> cf.ProcessPoolExecutor:
 def _runner(spec: object, workers: int | None, retries: int) -> Runner:
     if spec is None or spec == "serial":
         if workers not in (None, 1):
-            raise ValueError(f"workers={workers} needs executor='processes' or 'dask', not serial")
+            raise ValueError(
+                f"workers={workers} needs executor='threads', 'processes' or 'dask', not serial"
+            )
         return Runner(1, retries)
     if isinstance(spec, cf.Executor) or _is_client(spec):
         if workers is not None:
-            raise ValueError("workers applies to executor='processes' or 'dask' only")
+            raise ValueError("workers applies to executor='threads', 'processes' or 'dask' only")
         if isinstance(spec, cf.Executor):
             return FuturesRunner(spec, owned=False, retries=retries)
         return DaskRunner(spec, owned=[], retries=retries)
     if not isinstance(spec, str):
         raise ValueError(
-            "executor must be None, 'serial', 'processes', 'dask', 'tcp://host:port', a "
+            "executor must be None, 'serial', 'threads', 'processes', 'dask', 'tcp://host:port', a "
             f"concurrent.futures.Executor or a distributed.Client; got {type(spec).__name__}"
         )
     if spec == "processes":
         return FuturesRunner(process_pool(workers), owned=True, retries=retries)
+    if spec == "threads":
+        pool = cf.ThreadPoolExecutor(_workers(workers), thread_name_prefix="modelyard-shard")
+        return FuturesRunner(pool, owned=True, retries=retries)
     if spec == "dask" or "://" in spec:
         try:
             from distributed import Client
