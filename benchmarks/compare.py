@@ -16,7 +16,10 @@
     give the portfolio's orders, and ``compare()`` also the sleeves and pooled IC. Prints the
     speedup (goal >= 50x).
 
-numba kernels are compiled first on a small run: the times exclude compile time. Peak RSS
+numba kernels are compiled first on a small run: the times exclude compile time. ``compare()``
+keeps freed memory in the process while it runs (``modelyard._memory``); run with
+``MODELYARD_RETAIN_HEAP=0`` to time it with glibc's default trimming (the bare call always
+runs with the defaults). Peak RSS
 (``ru_maxrss``, the whole process so far) is printed after (a). ``--repeat N`` keeps the best
 of N timings of ``compare()`` and of the bare call, run alternately (Backtrader runs once).
 """

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modelyard._memory import retained_heap
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError, InvalidSymbolError
 from modelyard.reports.tables import METRICS
@@ -171,7 +172,46 @@ def compare(
 
     ``progress(stage, done, total)`` reports the stages ``signals`` (shards done / total),
     ``simulate`` (account tasks done / total) and ``stats``. ``_shard_hook`` is for tests only.
+
+    While it runs, freed memory stays in the process for reuse (:mod:`modelyard._memory`;
+    ``MODELYARD_RETAIN_HEAP=0`` turns that off); it is given back when the call returns.
     """
+    with retained_heap():
+        return _compare(
+            symbols,
+            start=start,
+            end=end,
+            timeframe=timeframe,
+            cash=cash,
+            config=config,
+            bars=bars,
+            max_gross=max_gross,
+            executor=executor,
+            workers=workers,
+            shard_size=shard_size,
+            retries=retries,
+            progress=progress,
+            _shard_hook=_shard_hook,
+        )
+
+
+def _compare(
+    symbols: Sequence[str] | None,
+    *,
+    start: TimeLike,
+    end: TimeLike,
+    timeframe: str,
+    cash: float,
+    config: AssetsConfig | str | Path | None,
+    bars: Mapping[str, pd.DataFrame] | None,
+    max_gross: float,
+    executor: object | None,
+    workers: int | None,
+    shard_size: int | None,
+    retries: int,
+    progress: Progress | None,
+    _shard_hook: ShardHook | None,
+) -> Comparison:
     started = time.perf_counter()
     cfg = config if isinstance(config, AssetsConfig) else load_config(config)
     raw = [s.strip() for s in (DEFAULT_SYMBOLS if symbols is None else symbols)]
