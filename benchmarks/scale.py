@@ -14,8 +14,8 @@ timeline) it times:
   SYMBOLS x 300 bars with one-symbol shards against one shard per worker.
 
 Prints the speedups (goal: dask warm >= 1.6x serial on 2 cores), where the time goes (stages
-from the progress callback: signals shards, then the gross limit and the account tasks, one per
-variant) and checks that every run gives the serial tables exactly.
+from the progress callback: signals shards, then the pooled-quality tasks (started before the
+gross limit), the limit and the account tasks, one per variant) and checks that every run gives the serial tables exactly.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class Stages:
         signals = self.last.get("signals", 0.0)
         accounts = self.last.get("simulate", signals) - signals
         return (
-            f"signals {signals:4.2f} s, then limit + account tasks (portfolio simulation, "
-            f"class and symbol sleeves) {accounts:4.2f} s"
+            f"signals {signals:4.2f} s, then quality tasks + limit + account tasks "
+            f"(portfolio simulation, sleeves) {accounts:4.2f} s"
         )
 
 

@@ -338,7 +338,8 @@ def warm_worker() -> dict[str, Any]:
         if isinstance(piece, ShardFailure):
             raise RuntimeError(piece.describe())
         steps.append("signals")
-        from modelyard.scale.shared import SharedTask, shared_shard  # imports this module
+        # shared imports this module
+        from modelyard.scale.shared import QualityTask, SharedTask, quality_shard, shared_shard
 
         router = AssetSpecificModelRouter(config, asset_specific=False)
         setups = tuple(symbol_setups(router, names))
@@ -354,11 +355,19 @@ def warm_worker() -> dict[str, Any]:
                     params.cash,
                     {},
                     {v: tuple(d for d in piece.decisions[v] if d.symbol in part) for v in variants},
-                    {v: {s: piece.predictions[v][s] for s in part} for v in variants},
-                    horizons,
                 )
                 shared_shard(task.part(variants[:1]), build_layout(bars, list(part)))
             steps.append(engine)
+        quality_shard(
+            QualityTask(
+                setups,
+                {v: tuple(piece.decisions[v]) for v in variants},
+                {v: dict(piece.predictions[v]) for v in variants},
+                horizons,
+                {s: bars[s]["close"].to_numpy(np.float64) for s in names},
+            ).part(variants[:1])
+        )
+        steps.append("quality")
     except Exception as exc:  # best effort: a cold worker is slower, not wrong
         log.warning("worker warm-up stopped after %s: %s", steps or "nothing", exc)
     seconds = time.perf_counter() - started

@@ -15,15 +15,17 @@ the same), then every account from that simulation's order records:
   to rounding): a symbol's row says what that symbol did *inside* the portfolio, with the
   same orders, sizes and fills, not what a different account would have done.
 
-The task also scores the pooled predictions of each class and of the portfolio (IC, rank IC,
-hit rate; the portfolio's rows are the classes' rows in class order; BLAS on one thread, as
-every shard: the IC's last bits must not depend on the process), so the driver only limits,
-dispatches and assembles. Serially the same function runs in-process, so the results are the
-same bits on every executor.
+Serially the same function runs in-process, so the results are the same bits on every
+executor.
 
-What travels is arrays: the layout (the closes and bar timestamps of each symbol come from
-it, and the realised forward returns the predictions are scored on), the limited weights and
-the predictions.
+A second task function, :func:`quality_shard`, scores the pooled predictions of each class
+and of the portfolio (IC, rank IC, hit rate; the portfolio's rows are the classes' rows in
+class order). It needs no weights, so the driver starts it as soon as the signals are in,
+before it applies the gross limit, and the workers score while the driver limits.
+
+What travels is arrays: to the accounts, the layout and the limited weights; to the quality,
+the predictions and each symbol's closes (the realised forward returns are computed from them
+where the task runs).
 """
 
 from __future__ import annotations
@@ -53,11 +55,14 @@ from modelyard.strategies.signals import SymbolSetup
 from modelyard.strategies.vectorized import VARIANT_FLAGS, Simulation, result_of, simulate
 
 __all__ = [
+    "QualityPiece",
+    "QualityTask",
     "SharedPiece",
     "SharedTask",
     "class_members",
     "merge_pieces",
     "pooled_quality",
+    "quality_shard",
     "shared_shard",
     "sleeve_curve",
     "sleeve_steps",
@@ -74,8 +79,6 @@ class SharedTask:
     cash: float
     run: dict[str, Any]  # the run's config (the portfolio Result's ``config["run"]``)
     decisions: dict[str, tuple[RouteDecision, ...]]  # variant -> routes, symbol order
-    predictions: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> preds
-    horizons: dict[str, int]  # serving model -> its horizon (the forward returns scored on)
 
     def part(self, variants: Sequence[str]) -> SharedTask:
         """This task for only ``variants`` (what travels shrinks with it)."""
@@ -86,9 +89,39 @@ class SharedTask:
             self.cash,
             self.run,
             {v: self.decisions[v] for v in variants},
+        )
+
+
+@dataclass(frozen=True)
+class QualityTask:
+    """The pooled prediction quality of some variants: it needs no weights, so it can run
+    while the driver still applies the gross limit."""
+
+    setups: tuple[SymbolSetup, ...]
+    decisions: dict[str, tuple[RouteDecision, ...]]  # variant -> routes, symbol order
+    predictions: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> preds
+    horizons: dict[str, int]  # serving model -> its horizon (the forward returns scored on)
+    closes: dict[str, npt.NDArray[np.float64]]  # symbol -> its closes, bar order
+
+    def part(self, variants: Sequence[str]) -> QualityTask:
+        """This task for only ``variants``."""
+        return QualityTask(
+            self.setups,
+            {v: self.decisions[v] for v in variants},
             {v: self.predictions[v] for v in variants},
             self.horizons,
+            self.closes,
         )
+
+
+@dataclass(frozen=True)
+class QualityPiece:
+    """What :func:`quality_shard` returns: IC, rank IC and hit rate of the portfolio's rows
+    (key ``(variant, "")``) and of each class's (``(variant, asset_class)``)."""
+
+    quality: dict[tuple[str, str], dict[str, float]]
+    seconds: float
+    pid: int
 
 
 @dataclass(frozen=True)
@@ -96,15 +129,13 @@ class SharedPiece:
     """What :func:`shared_shard` returns, for its variants: the portfolio's Result per variant
     (config ``run`` only); the curve (values at :func:`sleeve_steps`: the caller has the
     timestamps) and statistics of each ``(variant, asset_class)`` and ``(variant, symbol)``
-    sleeve; the pooled prediction quality of the portfolio (key
-    ``(variant, "")``) and of each class (``(variant, asset_class)``)."""
+    sleeve."""
 
     results: dict[str, Result]
     class_equity: dict[tuple[str, str], npt.NDArray[np.float64]]
     class_stats: dict[tuple[str, str], dict[str, Any]]
     symbol_equity: dict[tuple[str, str], npt.NDArray[np.float64]]
     symbol_stats: dict[tuple[str, str], dict[str, Any]]
-    quality: dict[tuple[str, str], dict[str, float]]
     seconds: float
     pid: int
 
@@ -119,7 +150,6 @@ def merge_pieces(pieces: Sequence[SharedPiece]) -> SharedPiece:
         {k: v for p in pieces for k, v in p.class_stats.items()},
         {k: v for p in pieces for k, v in p.symbol_equity.items()},
         {k: v for p in pieces for k, v in p.symbol_stats.items()},
-        {k: v for p in pieces for k, v in p.quality.items()},
         sum(p.seconds for p in pieces),
         pieces[0].pid,
     )
@@ -159,21 +189,34 @@ def _closes(layout: Layout) -> dict[str, pd.DataFrame]:
     }
 
 
-def _targets(task: SharedTask, layout: Layout) -> dict[tuple[str, str], npt.NDArray[np.float64]]:
+def _targets(task: QualityTask) -> dict[tuple[str, str], npt.NDArray[np.float64]]:
     """(symbol, serving model) -> the forward log returns over the model's horizon on the
-    symbol's own bars (:func:`~modelyard.models.features.compute_target`, from the layout's
-    closes: at a symbol's bars they are its closes)."""
-    position = {s: j for j, s in enumerate(layout.symbols)}
+    symbol's own bars (:func:`~modelyard.models.features.compute_target`, from its closes)."""
     by_horizon: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
     out: dict[tuple[str, str], npt.NDArray[np.float64]] = {}
     for decisions in task.decisions.values():
         for d in decisions:
             key = (d.symbol, task.horizons[d.model_id])
             if key not in by_horizon:
-                j = position[d.symbol]
-                by_horizon[key] = forward_log_return(layout.close[layout.rows[j], j], key[1])
+                by_horizon[key] = forward_log_return(task.closes[d.symbol], key[1])
             out[(d.symbol, d.model_id)] = by_horizon[key]
     return out
+
+
+def quality_shard(task: QualityTask) -> QualityPiece:
+    """The pooled quality of ``task``'s variants (the same bits wherever it runs: the moments
+    and ranks are numba passes, BLAS is not used)."""
+    started = time.perf_counter()
+    ranks = TargetRanks()
+    members = class_members(task.setups)
+    targets = _targets(task)
+    quality: dict[tuple[str, str], dict[str, float]] = {}
+    for variant, routes in task.decisions.items():
+        preds = task.predictions[variant]
+        by_class, whole = pooled_quality(preds, routes, members, targets, ranks)
+        quality[(variant, "")] = whole
+        quality.update({(variant, cls): q for cls, q in by_class.items()})
+    return QualityPiece(quality, time.perf_counter() - started, os.getpid())
 
 
 def sleeve_steps(layout: Layout, names: Sequence[str]) -> npt.NDArray[np.intp]:
@@ -204,7 +247,7 @@ def class_members(setups: Sequence[SymbolSetup]) -> dict[str, list[str]]:
 def shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     """The accounts of ``task``'s variants on the run's ``layout`` (an argument of its own:
     every task of a run has the same, and an executor may send it once per worker): simulate
-    the portfolio, take every account from it, score them (BLAS on one thread)."""
+    the portfolio and take every account from it (BLAS on one thread)."""
     with one_blas_thread():
         return _shared_shard(task, layout)
 
@@ -215,12 +258,9 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     sim = simulate(layout, setups, task.weights, cash=task.cash, engine=task.engine)
     bars = _closes(layout)
     results: dict[str, Result] = {}
-    quality: dict[tuple[str, str], dict[str, float]] = {}
-    ranks = TargetRanks()
     members = class_members(setups)
-    targets = _targets(task, layout)
     for variant in task.weights:
-        preds, routes = task.predictions[variant], task.decisions[variant]
+        routes = task.decisions[variant]
         results[variant] = result_of(
             sim,
             variant,
@@ -229,9 +269,6 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
             routes=routes,
             config={**task.run, "variant": variant, "asset_specific": VARIANT_FLAGS[variant]},
         )
-        by_class, whole = pooled_quality(preds, routes, members, targets, ranks)
-        quality[(variant, "")] = whole
-        quality.update({(variant, cls): q for cls, q in by_class.items()})
     sleeves = _Sleeves(sim, layout, bars, setups, members)
     class_equity, class_stats = sleeves.accounts("class")
     symbol_equity, symbol_stats = sleeves.accounts("symbol")
@@ -241,7 +278,6 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
         class_stats,
         symbol_equity,
         symbol_stats,
-        quality,
         time.perf_counter() - started,
         os.getpid(),
     )

@@ -50,6 +50,7 @@ from modelyard._memory import retained_heap
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import DataError, InvalidSymbolError
 from modelyard.reports.tables import METRICS
+from modelyard.routing.decision import RouteDecision
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, shard_size_for
 from modelyard.scale.shards import (
@@ -64,10 +65,13 @@ from modelyard.scale.shards import (
     signals_shard,
 )
 from modelyard.scale.shared import (
+    QualityPiece,
+    QualityTask,
     SharedPiece,
     SharedTask,
     class_members,
     merge_pieces,
+    quality_shard,
     shared_shard,
     sleeve_curve,
     sleeve_steps,
@@ -261,6 +265,20 @@ def _compare(
         data = {s: data[s] for s in names}
         setups = symbol_setups(AssetSpecificModelRouter(cfg, asset_specific=False), names)
         classes = {s.symbol: s.asset_class for s in setups}
+        # the pooled quality needs no weights: the workers score while the driver limits
+        routes = {v: _routes(pieces, names, v) for v in VARIANTS}
+        quality = QualityTask(
+            tuple(setups),
+            routes,
+            {v: {s: p.predictions[v][s] for p in pieces for s in p.symbols} for v in VARIANTS},
+            {d.model_id: cfg.models[d.model_id].horizon for v in VARIANTS for d in routes[v]},
+            {s: data[s]["close"].to_numpy(np.float64) for s in names},
+        )
+        parts = [(v,) for v in VARIANTS] if runner.workers > 1 else [VARIANTS]
+        report("quality", 0, len(parts))
+        quality_batch = runner.start(
+            quality_shard, [(quality.part(vs),) for vs in parts], name="quality"
+        )
         if layout is None or names != planned:
             layout = build_layout(data, names)
         engine = choose_engine(layout, setups)
@@ -277,19 +295,19 @@ def _compare(
             engine,
             cash,
             run,
-            {v: tuple(signals[v].decisions) for v in VARIANTS},
-            {v: {s: p.to_numpy(np.float64) for s, p in signals[v].predictions.items()}
-             for v in VARIANTS},
-            {m: cfg.models[m].horizon for v in VARIANTS for m in _models(signals[v])},
-        )  # fmt: skip
+            routes,
+        )
         # with several workers each variant is a task of its own (groups are simulated
         # independently: the same bits as one broadcast of both)
-        parts = [(v,) for v in VARIANTS] if runner.workers > 1 else [VARIANTS]
         report("simulate", 0, len(parts))
-        accounts = runner.start(
+        accounts_batch = runner.start(
             shared_shard, [(task.part(vs), layout) for vs in parts], name="accounts"
-        ).gather(lambda done, total: report("simulate", done, total))
-        driver = _shared_accounts(cfg, names, setups, signals, accounts, run, report, layout)
+        )
+        scores = quality_batch.gather(lambda done, total: report("quality", done, total))
+        accounts = accounts_batch.gather(lambda done, total: report("simulate", done, total))
+        driver = _shared_accounts(
+            cfg, names, setups, signals, accounts, scores, run, report, layout
+        )
     rows = driver.rows
     scored = {v: {s: q for p in pieces for s, q in p.quality[v].items()} for v in VARIANTS}
     for variant in VARIANTS:
@@ -348,6 +366,14 @@ def _as_failure(
     if isinstance(outcome, WorkerLost):
         return ShardFailure(shard, symbols, stage, "WorkerLost", outcome.message, outcome.attempts)
     return None
+
+
+def _routes(
+    pieces: Sequence[SignalsPiece], names: Sequence[str], variant: str
+) -> tuple[RouteDecision, ...]:
+    """The variant's routes in symbol order."""
+    by_symbol = {d.symbol: d for p in pieces for d in p.decisions[variant]}
+    return tuple(by_symbol[s] for s in names)
 
 
 def _variant_signals(
@@ -409,6 +435,7 @@ def _shared_accounts(
     setups: Sequence[SymbolSetup],
     signals: Mapping[str, VariantSignals],
     shared: Sequence[object],
+    scores: Sequence[object],
     run: dict[str, Any],
     report: Progress,
     layout: Layout,
@@ -417,9 +444,11 @@ def _shared_accounts(
     (:mod:`~modelyard.scale.shared`); the symbol rows are the caller's (they pool the
     shards' per-symbol quality)."""
     lost = [str(p) for p in shared if not isinstance(p, SharedPiece)]
+    lost += [str(p) for p in scores if not isinstance(p, QualityPiece)]
     if lost:
         raise DataError(f"the accounts (portfolio, class, symbol) failed: {'; '.join(lost)}")
     got = merge_pieces([p for p in shared if isinstance(p, SharedPiece)])
+    quality = {k: q for p in scores if isinstance(p, QualityPiece) for k, q in p.quality.items()}
     members = class_members(setups)
     out = _Shared(run, [], {}, {}, {}, {}, got.symbol_stats)
     out.symbol_equity = {
@@ -442,8 +471,8 @@ def _shared_accounts(
             config={"run": res.config["run"], "assets": assets},
         )
         out.equity[variant] = out.results[variant].equity
-        scores = got.quality[(variant, "")]
-        out.rows.append(_row("portfolio", "portfolio", variant, res.stats, scores, model, names))
+        pooled = quality[(variant, "")]
+        out.rows.append(_row("portfolio", "portfolio", variant, res.stats, pooled, model, names))
         done += 1
         report("stats", done, steps)
         for cls, syms in members.items():
@@ -451,7 +480,7 @@ def _shared_accounts(
             at = sleeve_steps(layout, syms)
             out.class_equity[key] = sleeve_curve(layout, at, got.class_equity[key])
             stats = got.class_stats[key]
-            out.rows.append(_row("class", cls, variant, stats, got.quality[key], model, syms))
+            out.rows.append(_row("class", cls, variant, stats, quality[key], model, syms))
             done += 1
             report("stats", done, steps)
     return out
