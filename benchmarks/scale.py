@@ -15,7 +15,8 @@ timeline) it times:
 
 Prints the speedups (goal: dask warm >= 1.6x serial on 2 cores), where the time goes (stages
 from the progress callback: signals shards, then the pooled-quality tasks (started before the
-gross limit), the limit and the account tasks, one per variant) and checks that every run gives the serial tables exactly.
+gross limit), the limit and the account tasks, one per variant) and checks that every run gives
+the serial tables exactly.
 """
 
 from __future__ import annotations
