@@ -7,7 +7,9 @@ same 50 orders (1-share market buys, one per symbol, each with a ``client_order_
 the raw library, alpaca-py's ``TradingClient.submit_order(MarketOrderRequest(...))`` with
 ``raw_data=True`` as ours, on as many threads as our POST workers (``POST_WORKERS``, each thread
 with its own ``TradingClient`` and HTTP session, as ours), from the same process, to the same
-venue. Measured side by side in one run, the steps alternating:
+venue. The raw clients' HTTP sessions read requests' environment settings once, as ours do
+(``freeze_environment``): a per-request cost of the SDK's default session is not counted as
+our pipeline's gain. Measured side by side in one run, the steps alternating:
 
 * ``ours``: from the moment the live feed parses a streamed bar (stream thread) to the moment
   the broker starts the POST for the order that bar caused (after the Backtrader loop, the
@@ -15,7 +17,8 @@ venue. Measured side by side in one run, the steps alternating:
 * ``raw burst``: from the instant the burst starts to each order's POST start (the thread
   picked it up) and to its answer. Its orders are canceled off the clock, during the pause, so
   they never fill into our steps. Our trade-update thread is held during the burst, as during
-  our steps (``TradeUpdateGate``), so the burst does not pay for its "new" events either;
+  our steps (``TradeUpdateGate``), so the burst does not pay for its "new" events either,
+  nor for a garbage collection (the gate defers the collector in both);
 * ``ours - raw``: what our pipeline adds at p50 and p99 (feed parse, Backtrader loop, strategy,
   risk, journal). The goal line compares the p99 of ``bar -> POST answered`` minus the p99 of
   the raw burst's ``t0 -> answered`` with 5 ms;
@@ -58,7 +61,7 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
-from modelyard.brokers.alpaca_client import AlpacaClient
+from modelyard.brokers.alpaca_client import AlpacaClient, freeze_environment
 from modelyard.brokers.alpaca_store import AlpacaStore
 from modelyard.brokers.executor import POST_WORKERS
 from modelyard.brokers.risk import RiskConfig
@@ -164,6 +167,15 @@ def _venue(kind: str) -> Iterator[Any]:
         proc.join(10)
 
 
+def _raw_client(emu: Any) -> TradingClient:
+    """Raw alpaca-py, with the one session setting our client changes (requests' environment
+    read once, not per request: ``freeze_environment``) so that ``ours - raw`` measures our
+    pipeline, not a per-request cost the SDK's default session has and ours does not."""
+    client = TradingClient(emu.key_id, emu.secret_key, raw_data=True, url_override=emu.base_url)
+    freeze_environment(client._session, emu.base_url)
+    return client
+
+
 class RawBurst:
     """The baseline: the step's 50 orders sent at once by raw alpaca-py on ``workers`` threads,
     each with its own ``TradingClient`` (as our POST workers)."""
@@ -184,9 +196,7 @@ class RawBurst:
         client: TradingClient | None = getattr(self._local, "client", None)
         if client is None:
             emu = self._emu
-            client = TradingClient(
-                emu.key_id, emu.secret_key, raw_data=True, url_override=emu.base_url
-            )
+            client = _raw_client(emu)
             self._local.client = client
             with self._lock:
                 self._clients.append(client)
@@ -240,7 +250,7 @@ def main() -> None:
             emu, journal=tmp / "journal.db", risk=risk, silence_timeout=60.0
         )
         single = []  # the venue's unloaded response time, raw alpaca-py
-        client = TradingClient(emu.key_id, emu.secret_key, raw_data=True, url_override=emu.base_url)
+        client = _raw_client(emu)
         for i in range(N_SINGLE):
             request = MarketOrderRequest(
                 symbol="SYM00", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,

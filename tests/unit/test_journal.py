@@ -319,3 +319,158 @@ def test_mark_submitted_moves_a_repeated_id_once(journal: Journal) -> None:
     rows = journal.mark_submitted([row.client_order_id, row.client_order_id])
     assert [r.state for r in rows] == ["submitted", "submitted"]
     assert [e[1] for e in journal.events(row.client_order_id)] == ["intent", "submitted"]
+
+
+def _summed_positions(path: Path) -> dict[str, float]:
+    """positions() from scratch: one SQL sum over the whole history, on its own connection."""
+    with sqlite3.connect(path) as raw:
+        out: dict[str, float] = {}
+        for symbol, qty in raw.execute(
+            "SELECT o.position_symbol, SUM(CASE o.side WHEN 'buy' THEN f.qty ELSE -f.qty END)"
+            " FROM fills f JOIN orders o USING (client_order_id) GROUP BY o.position_symbol"
+            " UNION ALL SELECT position_symbol, SUM(delta) FROM adjustments"
+            " GROUP BY position_symbol"
+        ):
+            out[symbol] = out.get(symbol, 0.0) + float(qty)
+    raw.close()
+    return {s: q for s, q in out.items() if abs(q) > 1e-12}
+
+
+def test_positions_follow_new_fills_rollbacks_and_other_writers(
+    journal: Journal, tmp_path: Path
+) -> None:
+    """positions() adds only what was committed since its last call; a rolled-back fill, an
+    edited fill or another connection's write is never served from stale running sums."""
+    path = tmp_path / "j.db"
+    buy = intent(journal, "AAPL", "buy", 10.0).client_order_id
+    sell = intent(journal, "AAPL", "sell", 4.0).client_order_id
+    btc = intent(journal, "BTC/USD", "buy", 1.0).client_order_id
+    assert journal.positions() == {} == _summed_positions(path)
+    journal.record_fill(buy, "e1", 0.1, 100.0)
+    journal.record_fill(btc, "e2", 0.3, 30_000.0)
+    assert journal.positions() == _summed_positions(path) == {"AAPL": 0.1, "BTCUSD": 0.3}
+    journal.record_fill(buy, "e3", 0.2, 100.0)
+    journal.record_fill(sell, "e4", 0.05, 100.0)
+    journal.record_adjustment("MSFT", 7.0, "reconcile")
+    assert journal.positions() == _summed_positions(path)
+    assert journal.positions()["AAPL"] == 0.1 + 0.2 - 0.05  # summed in insertion order
+
+    def rolled_back() -> None:
+        with journal.transaction(durable=False):
+            journal.record_fill(buy, "e5", 5.0, 100.0)
+            assert journal.positions()["AAPL"] == pytest.approx(5.25)  # seen inside
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert journal.positions() == _summed_positions(path)
+    assert journal.positions()["AAPL"] == pytest.approx(0.25)
+
+    journal._db.execute("UPDATE fills SET qty = 2.0 WHERE execution_id = 'e1'")  # an edit
+    assert journal.positions() == _summed_positions(path)
+    assert journal.positions()["AAPL"] == pytest.approx(2.15)
+
+    with sqlite3.connect(path) as other:  # another writer: an adjustment and an edited fill
+        other.execute(
+            "INSERT INTO adjustments (position_symbol, delta, reason, at) "
+            "VALUES ('BTCUSD', -0.1, 'x', 'now')"
+        )
+        other.execute("UPDATE fills SET qty = 1.0 WHERE execution_id = 'e3'")
+    other.close()
+    assert journal.positions() == _summed_positions(path)
+    assert journal.positions() == {
+        "AAPL": pytest.approx(2.95), "BTCUSD": pytest.approx(0.2), "MSFT": 7.0,
+    }  # fmt: skip
+    journal.record_fill(sell, "e6", 2.95, 100.0)  # AAPL closes: dropped as before
+    assert journal.positions() == _summed_positions(path)
+    assert journal.positions().get("AAPL", 0.0) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_positions_after_a_reopen_sum_the_whole_history(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path) as journal:
+        coid = intent(journal, "AAPL", "buy", 3.0).client_order_id
+        for i in range(3):
+            journal.record_fill(coid, f"e{i}", 1.0, 100.0)
+        assert journal.positions() == {"AAPL": 3.0}
+    with Journal(path) as journal:
+        assert journal.positions() == {"AAPL": 3.0} == _summed_positions(path)
+
+
+def test_mark_submitted_without_returning_gives_the_same_rows(
+    journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite < 3.35 has no UPDATE ... RETURNING: the rows are read before and after."""
+    from modelyard.brokers import journal as journal_module
+
+    first, second, third = journal.record_intents([spec(), spec(), spec("MSFT")])
+    journal.transition(second.client_order_id, "failed", reason="test")
+    ids = [third.client_order_id, first.client_order_id, second.client_order_id]
+    fast = journal.mark_submitted(ids)
+    assert [r.state for r in fast] == ["submitted", "submitted", "failed"]
+    assert fast == journal.get_many(ids)
+    monkeypatch.setattr(journal_module, "_RETURNING", False)
+    (fourth,) = journal.record_intents([spec("NVDA")])
+    slow = journal.mark_submitted([fourth.client_order_id, *ids])
+    assert slow == journal.get_many([fourth.client_order_id, *ids])
+    assert [e[1] for e in journal.events(fourth.client_order_id)] == ["intent", "submitted"]
+    assert [e[1] for e in journal.events(first.client_order_id)] == ["intent", "submitted"]
+
+
+def test_mark_submitted_with_an_unknown_id_changes_nothing(journal: Journal) -> None:
+    (row,) = journal.record_intents([spec()])
+    with pytest.raises(JournalError, match="unknown client_order_id 'nope'"):
+        journal.mark_submitted([row.client_order_id, "nope"])
+    assert journal.get(row.client_order_id).state == "intent"
+    assert [e[1] for e in journal.events(row.client_order_id)] == ["intent"]
+
+
+def test_batch_rows_are_the_stored_rows(journal: Journal) -> None:
+    """record_intents/mark_submitted return what a read returns (types, UTC bar time)."""
+    from zoneinfo import ZoneInfo
+
+    local = BAR.astimezone(ZoneInfo("America/New_York"))
+    rows = journal.record_intents(
+        [
+            spec(qty=3, decision_bar_ts=local),  # an int quantity is stored as REAL
+            spec("MSFT", qty=None, notional=250, order_type="market"),
+            spec("NVDA", order_type="limit", limit_price=101, failed_reason="risk:x: y"),
+        ]
+    )
+    coids = [r.client_order_id for r in rows]
+    assert rows == journal.get_many(coids)
+    assert rows[0].decision_bar_ts == BAR
+    assert rows[0].decision_bar_ts.tzinfo is not None
+    assert isinstance(rows[0].qty, float)
+    assert isinstance(rows[1].notional, float)
+    assert journal.mark_submitted(coids) == journal.get_many(coids)
+
+
+def test_exposures_are_the_working_orders_columns(journal: Journal) -> None:
+    a, _b, c = journal.record_intents([spec(), spec("MSFT", side="sell"), spec("NVDA")])
+    journal.transition(c.client_order_id, "failed", reason="test")
+    journal.mark_submitted([a.client_order_id])
+    journal.apply_broker(a.client_order_id, "partially_filled", broker_order_id="b-1")
+    journal.record_fill(a.client_order_id, "e1", 0.25, 100.0)
+    states = {"intent", "submitted", "acknowledged", "partially_filled"}
+    assert journal.exposures(states) == [
+        (r.position_symbol, r.side, r.qty, r.notional, r.filled_qty, r.avg_fill_price)
+        for r in journal.orders(states)
+    ]
+    assert [e[0] for e in journal.exposures(states)] == ["AAPL", "MSFT"]
+
+
+def test_checkpoints_are_explicit_with_a_backstop(journal: Journal, tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint would run inside an intent's commit now and then; the
+    executor checkpoints after a batch instead (journal.checkpoint)."""
+    from modelyard.brokers.journal import CHECKPOINT_BACKSTOP_PAGES
+
+    auto = journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert auto == CHECKPOINT_BACKSTOP_PAGES > 1000
+    journal.record_intents([spec(s) for s in ("AAPL", "MSFT", "NVDA")])
+    with journal.transaction(durable=False):
+        journal.checkpoint()  # inside a transaction: nothing (SQLite would refuse)
+    journal.checkpoint()
+    busy, frames, done = journal._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0
+    assert frames == done

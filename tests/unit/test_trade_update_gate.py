@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from modelyard.brokers._trade_updates import TradeUpdateGate
 from modelyard.feeds.live import BarChannel, BarHub, StreamSource
@@ -62,3 +66,57 @@ def test_only_accepted_live_bars_call_the_live_bar_hook() -> None:
     source.receive(msg(1))  # a duplicate is dropped: no hold
     source.receive(msg(2))
     assert calls == [1, 1]
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """Every test leaves the garbage collector as it found it."""
+    was = gc.isenabled()
+    yield
+    if was:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+@pytest.mark.usefixtures("collector")
+def test_a_hold_defers_the_garbage_collector_until_the_release() -> None:
+    gc.enable()
+    gate = TradeUpdateGate(max_hold=60.0)
+    gate.hold()
+    gate.hold()  # every bar of the step holds
+    assert not gc.isenabled()
+    gate.expire()  # not expired yet
+    assert not gc.isenabled()
+    gate.release()
+    assert gc.isenabled()
+    gate.release()
+    assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("collector")
+def test_an_unreleased_hold_gives_the_collector_back_when_it_expires() -> None:
+    gc.enable()
+    gate = TradeUpdateGate(max_hold=0.01)
+    gate.hold()
+    assert not gc.isenabled()
+    time.sleep(0.02)
+    gate.expire()  # the broker's next loop round
+    assert gc.isenabled()
+    gate.hold()
+    gate.wait()  # or the trade-update thread
+    assert gc.isenabled()
+
+
+@pytest.mark.usefixtures("collector")
+def test_a_collector_switched_off_by_someone_else_stays_off() -> None:
+    gc.disable()
+    gate = TradeUpdateGate(max_hold=60.0)
+    gate.hold()
+    gate.release()
+    assert not gc.isenabled()
+    gc.enable()
+    quiet = TradeUpdateGate(max_hold=60.0, defer_gc=False)
+    quiet.hold()
+    assert gc.isenabled()
+    quiet.release()

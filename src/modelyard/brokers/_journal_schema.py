@@ -9,9 +9,10 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from modelyard.errors import BrokerError
@@ -21,6 +22,7 @@ __all__ = [
     "BROKER_STATES",
     "EPS",
     "OPEN_STATES",
+    "ORDER_COLUMNS",
     "POSITION_EPS",
     "RANK",
     "SCHEMA",
@@ -31,12 +33,16 @@ __all__ = [
     "JournalError",
     "JournalOrder",
     "add_event",
+    "add_events",
     "broker_state",
     "catch_up",
     "chunks",
+    "client_order_id_for",
     "fill_totals",
     "make_client_order_id",
+    "make_order",
     "next_seqs",
+    "next_seqs_of",
     "now_text",
     "order_state",
     "refresh_fills",
@@ -150,10 +156,19 @@ def utc_text(moment: datetime) -> str:
 
 def make_client_order_id(strategy_id: str, symbol: str, decision_bar_ts: datetime, seq: int) -> str:
     """Deterministic: ``my-<strategy[:8]>-<sha256 hex[:32]>`` (at most 45 characters)."""
-    payload = "|".join([strategy_id, symbol, utc_text(decision_bar_ts), str(seq)])
+    return client_order_id_for(strategy_id, symbol, utc_text(decision_bar_ts), seq)
+
+
+def client_order_id_for(strategy_id: str, symbol: str, bar_text: str, seq: int) -> str:
+    """:func:`make_client_order_id` of a bar already in its :func:`utc_text` form."""
+    payload = "|".join([strategy_id, symbol, bar_text, str(seq)])
     digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
-    prefix = "".join(ch for ch in strategy_id if ch.isalnum())[:8].lower() or "s"
-    return f"my-{prefix}-{digest}"
+    return f"my-{_id_prefix(strategy_id)}-{digest}"
+
+
+@lru_cache(maxsize=64)
+def _id_prefix(strategy_id: str) -> str:
+    return "".join(ch for ch in strategy_id if ch.isalnum())[:8].lower() or "s"
 
 
 def broker_state(status: str) -> str:
@@ -203,7 +218,22 @@ class JournalOrder:
         return self.state in TERMINAL_STATES
 
 
+ORDER_COLUMNS = ", ".join(JournalOrder.__dataclass_fields__)
+"""The ``orders`` columns of a :class:`JournalOrder` in its fields' order (:func:`make_order`)."""
+
+
+def make_order(values: Sequence[Any]) -> JournalOrder:
+    """A :class:`JournalOrder` from a row selected as ``SELECT {ORDER_COLUMNS}`` (by position:
+    a bar's rows are built on the bar -> POST path, and by name costs twice as much)."""
+    v = values
+    return JournalOrder(
+        v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
+        datetime.fromisoformat(v[10]), v[11], v[12], v[13], v[14], v[15], v[16],
+    )  # fmt: skip
+
+
 def row_to_order(row: sqlite3.Row) -> JournalOrder:
+    """A :class:`JournalOrder` from a row with the column names (any column order)."""
     values = {name: row[name] for name in JournalOrder.__dataclass_fields__}
     values["decision_bar_ts"] = datetime.fromisoformat(values["decision_bar_ts"])
     return JournalOrder(**values)
@@ -295,6 +325,14 @@ def set_states(
         "UPDATE orders SET state = ?, updated_at = ? WHERE client_order_id = ?",
         [(to_state, now, coid) for coid, _ in moves],
     )
+    add_events(db, moves, to_state, now)
+
+
+def add_events(
+    db: sqlite3.Connection, moves: Sequence[tuple[str, str]], to_state: str, now: str
+) -> None:
+    """The audit rows (and log lines) of ``(client_order_id, current) -> to_state`` moves
+    already made (no reason, no detail), in one statement."""
     db.executemany(
         "INSERT INTO events (client_order_id, from_state, to_state, reason, detail, at)"
         " VALUES (?,?,?,?,NULL,?)",
@@ -332,10 +370,17 @@ def chunks(ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
 def next_seqs(db: sqlite3.Connection, intents: Sequence[Intent]) -> dict[tuple[str, str, str], int]:
     """The next sequence number of every (strategy, symbol, decision bar) of a batch of intents,
     one read per (strategy, decision bar); keys use the bar's UTC text (:func:`utc_text`)."""
+    keys = [(i.strategy_id, i.symbol, utc_text(i.decision_bar_ts)) for i in intents]
+    return next_seqs_of(db, keys)
+
+
+def next_seqs_of(
+    db: sqlite3.Connection, keys: Iterable[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], int]:
+    """:func:`next_seqs` of ``(strategy, symbol, bar UTC text)`` keys."""
     groups: dict[tuple[str, str], set[str]] = {}
-    for intent in intents:
-        bar = utc_text(intent.decision_bar_ts)
-        groups.setdefault((intent.strategy_id, bar), set()).add(intent.symbol)
+    for strategy_id, symbol, bar in keys:
+        groups.setdefault((strategy_id, bar), set()).add(symbol)
     out: dict[tuple[str, str, str], int] = {}
     for (strategy_id, bar), symbols in groups.items():
         for symbol in symbols:

@@ -3,6 +3,7 @@ gate that holds them back while a bar's orders are on their way out."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -30,22 +31,38 @@ class TradeUpdateGate:
     bar's orders as it sends the next bar would otherwise make them compete with the journal
     intents and the POSTs of the new one). Nothing is dropped; journaling of venue news is
     ``NORMAL`` (the venue can tell it again) and reconciliation adopts what a crash loses.
+
+    With ``defer_gc`` (the default) Python's cyclic garbage collector is off for the same
+    window (process-wide; only when it was on, and switched back on by :meth:`release`, or
+    once ``max_hold`` has passed by :meth:`expire`, which the broker calls every loop round).
+    A full collection of a live session's heap takes ~100 ms here and the small ones ~0.5-1.5
+    ms each, several per bar step: they run after the batch instead of inside it. Nothing is
+    skipped: memory is freed by reference counting meanwhile, cycles at the next collection.
     """
 
-    def __init__(self, max_hold: float = HOLD_MAX_S) -> None:
+    def __init__(self, max_hold: float = HOLD_MAX_S, *, defer_gc: bool = True) -> None:
         self.max_hold = max_hold
+        self.defer_gc = defer_gc
         self._open = threading.Event()
         self._open.set()
         self._until = 0.0
+        self._gc_lock = threading.Lock()
+        self._gc_paused = False  # this gate switched the collector off
 
     def hold(self) -> None:
         """A live bar arrived: hold trade updates (for ``max_hold`` at most)."""
         self._until = time.monotonic() + self.max_hold
         self._open.clear()
+        if self.defer_gc and not self._gc_paused:
+            with self._gc_lock:
+                if not self._gc_paused and gc.isenabled():
+                    gc.disable()
+                    self._gc_paused = True
 
     def release(self) -> None:
         """The step's orders are answered (or there were none): let trade updates through."""
         self._open.set()
+        self._resume_gc()
 
     def wait(self) -> None:
         """Block while held, at most until the hold expires."""
@@ -54,6 +71,20 @@ class TradeUpdateGate:
         remaining = self._until - time.monotonic()
         if remaining > 0:
             self._open.wait(remaining)
+        self.expire()
+
+    def expire(self) -> None:
+        """Switch the garbage collector back on when a hold outlived ``max_hold`` unreleased
+        (a bar without a broker step, a stalled loop)."""
+        if self._gc_paused and time.monotonic() >= self._until:
+            self._resume_gc()
+
+    def _resume_gc(self) -> None:
+        if self._gc_paused:
+            with self._gc_lock:
+                if self._gc_paused:
+                    self._gc_paused = False
+                    gc.enable()
 
 
 def apply_trade_update(journal: Journal, event: Any) -> None:

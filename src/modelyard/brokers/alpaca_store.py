@@ -199,9 +199,13 @@ class AlpacaStore:
     # -- streams -----------------------------------------------------------------------------
     def _on_live_bar(self) -> None:
         """A live bar arrived (stream thread): hold trade updates until the step's orders are
-        out, and start reading the venue clock those orders' risk checks need."""
+        out, and start reading the venue clock those orders' risk checks need. Only with this
+        store's broker: its steps release the hold (without it there is no trade-update
+        stream to hold, and the hold pauses the garbage collector, see ``TradeUpdateGate``)."""
+        if self._broker is None:
+            return
         self.executor.trade_update_gate.hold()
-        if self._broker is not None and not self.dry_run:
+        if not self.dry_run:
             self.executor.prefetch_clock()
 
     def _stream_factory(self, kind: str) -> Callable[[], Any]:

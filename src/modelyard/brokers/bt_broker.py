@@ -11,7 +11,10 @@
   sends the step's orders through :meth:`OrderExecutor.submit_many`: one clock read, the risk
   checks in order, one durable journal commit, concurrent POSTs. Orders placed outside a
   strategy step (``notify_data``, timers) go at the broker's next ``next()`` or ``stop()``.
-  ``notify_order`` then sees, on the venue's answer, ``Accepted``;
+  The ``Submitted`` notification's copy of the order is taken once the batch is sent, before
+  anything moves the order (nothing else changes it in between): copying 50 orders would
+  otherwise delay the step's first POST. ``notify_order`` then sees, on the venue's answer,
+  ``Accepted``;
   :class:`~modelyard.errors.RiskLimitBreached` -> ``Rejected`` (journaled ``failed``, never
   sent); a 403 (buying power, available quantity) -> ``Margin``; another refusal ->
   ``Rejected``. With ``dry_run`` the intent is journaled ``failed`` with reason ``dry_run``
@@ -22,7 +25,10 @@
   ``HOLD_MAX_S``: see :class:`~modelyard.brokers._trade_updates.TradeUpdateGate`):
   each new journaled fill is one Backtrader execution (so the average price is the VWAP),
   ``partially_filled`` -> ``Partial``, ``filled`` -> ``Completed``, ``canceled`` ->
-  ``Canceled``, ``expired`` -> ``Expired``, ``rejected`` -> ``Rejected``.
+  ``Canceled``, ``expired`` -> ``Expired``, ``rejected`` -> ``Rejected``. Every open order is
+  also re-read from the journal about once a second (a backstop); on a new bar's step that
+  look waits for the next loop round without a bar (a second at most), the trade updates and
+  a reconciliation's ``resync`` do not.
 * Positions are Backtrader ``Position`` s per data, started from the venue's positions and
   their average entry prices (keyed by Alpaca's position symbol, ``BTCUSD`` for ``BTC/USD``)
   and moved by the fills.
@@ -38,6 +44,8 @@ import queue
 import threading
 import time
 from collections import deque
+from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 import backtrader as bt
@@ -70,6 +78,29 @@ def equity_qty(size: float, *, whole: bool) -> float:
     if whole:
         return float(math.floor(size + 1e-9))
     return math.floor(size * 1e9 + 1e-6) / 1e9
+
+
+@lru_cache(maxsize=256)
+def _bar_time(num: float) -> datetime:
+    """A Backtrader date number as a UTC ``datetime`` (cached: a step's orders share a bar)."""
+    moment: datetime = bt_num_to_utc(num).to_pydatetime()
+    return moment
+
+
+class _LateClone:
+    """A ``Submitted`` notification whose ``order.clone()`` is taken later (see
+    :meth:`AlpacaBroker._notify_submitted`)."""
+
+    __slots__ = ("clone", "order")
+
+    def __init__(self, order: Any) -> None:
+        self.order = order
+        self.clone: Any = None
+
+    def take(self) -> Any:
+        if self.clone is None:
+            self.clone = self.order.clone()
+        return self.clone
 
 
 class _FlushOrders(bt.Analyzer):  # type: ignore[misc]
@@ -107,6 +138,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         self._fractionable: dict[str, bool] = {}
         # placed, not yet flushed: (order, request, perf_counter of its bar's arrival)
         self._pending: list[tuple[Any, OrderRequest, float]] = []
+        self._late: list[_LateClone] = []  # Submitted notifications without their snapshot
         self._lengths: list[int] = []  # bars per data at the last next(): a new bar step?
         # (client_order_id, bar received, POST answered), perf_counter seconds; for benchmarks
         self.timings: list[tuple[str, float, float]] = []
@@ -185,10 +217,30 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         )
 
     def get_notification(self) -> Any:
-        return self.notifs.popleft() if self.notifs else None
+        if not self.notifs:
+            return None
+        item = self.notifs.popleft()
+        return item.take() if isinstance(item, _LateClone) else item
 
     def notify(self, order: Any) -> None:
         self.notifs.append(order.clone())
+
+    def _notify_submitted(self, order: Any) -> None:
+        """:meth:`notify` of a just-placed order, with its snapshot taken after the step's batch
+        is sent (:meth:`_take_snapshots`), not on the strategy's ``buy``/``sell``: the order
+        does not change in between (nothing but this broker moves it), and the batch's first
+        POST need not wait for every order's copy."""
+        late = _LateClone(order)
+        self.notifs.append(late)
+        self._late.append(late)
+
+    def _take_snapshots(self) -> None:
+        """Take the pending ``Submitted`` snapshots: before anything moves an order placed
+        this step (its answer, a refusal, a cancel)."""
+        if self._late:
+            for late in self._late:
+                late.take()
+            self._late.clear()
 
     def buy(self, owner: Any, data: Any, size: float, price: float | None = None,
             plimit: float | None = None, exectype: Any = None, valid: Any = None,
@@ -218,6 +270,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         queued = [item for item in self._pending if item[0] is order]
         if queued:  # never journaled, never sent
             self._pending.remove(queued[0])
+            self._take_snapshots()
             order.cancel()
             self.notify(order)
             return
@@ -235,8 +288,10 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         reconciliation) to the open orders. A new bar starts reading the venue clock for the
         orders the strategies are about to place (whose flush releases the trade updates)."""
         self.flush(release=False)
+        self.executor.trade_update_gate.expire()
         lengths = [len(data) for data in self.store.datas.values()]
-        if lengths != self._lengths:
+        new_bar = lengths != self._lengths
+        if new_bar:
             self._lengths = lengths
             self.executor.prefetch_clock()
         due: set[str] = set()
@@ -246,7 +301,11 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
             except queue.Empty:
                 break
         now = time.monotonic()
-        if now - self._last_sync >= _SYNC_EVERY_S:
+        since = now - self._last_sync
+        # The periodic look at every open order (a backstop: trade updates are applied above)
+        # waits for a loop round without a new bar, for one more period at most: on a bar step
+        # it would delay the orders the strategy is about to place. resync() does not wait.
+        if since >= _SYNC_EVERY_S and (not new_bar or since >= 2 * _SYNC_EVERY_S):
             self._last_sync = now
             due |= set(self.open_orders)
         self._sync_many([coid for coid in due if coid in self.open_orders])
@@ -269,16 +328,17 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         return self._fractionable[symbol]
 
     def _submit(self, order: Any, kwargs: dict[str, Any]) -> Any:
-        order.addinfo(**kwargs)
-        order.addcomminfo(self.getcommissioninfo(order.data))
-        order.submit(self)
-        self.notify(order)
         data = order.data
+        order.addinfo(**kwargs)
+        order.addcomminfo(self.getcommissioninfo(data))
+        order.submit(self)
+        self._notify_submitted(order)
         symbol = data._name
         side: Literal["buy", "sell"] = "buy" if order.isbuy() else "sell"
         notional = kwargs.get("notional")
-        limit = order.exectype == bt.Order.Limit
-        if order.exectype not in (None, bt.Order.Market, bt.Order.Limit):
+        exectype = order.exectype
+        limit = exectype == bt.Order.Limit
+        if exectype not in (None, bt.Order.Market, bt.Order.Limit):
             return self._refuse(order, "only market and limit orders are supported")
         info = self.executor.classifier.classify(symbol)
         qty: float | None = None
@@ -288,7 +348,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
                 qty = equity_qty(qty, whole=limit or not self._fractional_ok(info.canonical))
             if qty <= 0:
                 return self._refuse(order, f"size {order.created.size} rounds to 0")
-        bar_ts = bt_num_to_utc(data.datetime[0]).to_pydatetime()
+        bar_ts = _bar_time(data.datetime[0])
         close = float(data.close[0])
         limit_price = float(order.created.price) if limit else None
         if self.store.dry_run:
@@ -320,6 +380,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         try:
             results = self.executor.submit_many([item[1] for item in batch])
         except Exception as exc:  # the journal refused the batch: nothing was sent
+            self._take_snapshots()
             logger.exception("%d orders not placed", len(batch))
             for order, _, _ in batch:
                 self._refuse(order, f"not placed: {exc}")
@@ -327,6 +388,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         finally:
             if release:
                 self.executor.trade_update_gate.release()
+        self._take_snapshots()
         coids = [r.row.client_order_id for r in results if r.row is not None]
         fills = self.journal.fills_many(coids) if coids else {}
         for (order, _, received), result in zip(batch, results, strict=True):
@@ -361,6 +423,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         self._apply(order, row, fills.get(coid))
 
     def _refuse(self, order: Any, reason: str, *, margin: bool = False) -> Any:
+        self._take_snapshots()
         order.addinfo(reason=reason)
         if margin:
             order.margin()

@@ -12,13 +12,15 @@ idempotently (fills deduplicated by ``execution_id``), one short ``NORMAL`` tran
 after :attr:`OrderExecutor.trade_update_gate` lets them through (a live bar holds them until its
 step's batch is answered, so the batch does not share the interpreter with their bookkeeping).
 
-Batches (:meth:`OrderExecutor.submit_many`, the orders of one bar): one venue clock read, the
-risk checks in order (each order sees the ones before it), every intent in ONE durable
-transaction, ``submitted`` in one ``NORMAL`` transaction, the POSTs concurrently on
+Batches (:meth:`OrderExecutor.submit_many`, the orders of one bar): the projected positions
+(read while the venue clock prefetched at the bar may still be on its way), one venue clock
+read, the risk checks in order (each order sees the ones before it), every intent in ONE
+durable transaction, ``submitted`` in one ``NORMAL`` transaction, the POSTs concurrently on
 ``post_workers`` threads (each with its own :class:`AlpacaClient` from ``client_factory``: a
 ``requests.Session`` is not documented thread-safe; without a factory they go one by one on
-``client``), then the answers in one transaction. :meth:`OrderExecutor.submit` is a batch of one,
-POSTed on the calling thread. The journal's lock is never held during an HTTP call.
+``client``), then the answers in one transaction and the journal's checkpoint (off the bar ->
+POST path: see :mod:`.journal`). :meth:`OrderExecutor.submit` is a batch of one, POSTed on the
+calling thread. The journal's lock is never held during an HTTP call.
 
 Symbols: orders use Alpaca's order form (``BTC/USD``), positions its position form (``BTCUSD``);
 both come from :class:`~modelyard.routing.classifier.AssetClassifier`.
@@ -172,7 +174,10 @@ class OrderExecutor:
                 results[index] = SubmitResult(request, error=exc)
         checked = [p for p in plans if p.failed is None]
         clock: ClockInfo | None = None
+        positions: dict[str, float] = {}
         if checked:
+            # read while the venue clock (prefetched at the bar) may still be on its way
+            positions = self.projected_positions()
             try:
                 clock = self._poster.batch_clock()  # once per batch: one bar, one "now"
             except BrokerError as exc:
@@ -180,7 +185,7 @@ class OrderExecutor:
                     results[plan.index] = SubmitResult(plan.request, error=exc)
                 plans = [p for p in plans if p.failed is not None]
         if clock is not None:
-            self._check_risk([p for p in plans if p.failed is None], clock)
+            self._check_risk([p for p in plans if p.failed is None], clock, positions)
         rows = self.journal.record_intents(
             [replace(p.intent, failed_reason=p.failed) for p in plans]
         )
@@ -200,7 +205,16 @@ class OrderExecutor:
         for answer in self._record(self._poster.post_all(sendable)):
             plan = by_coid[answer.row.client_order_id]
             results[plan.index] = SubmitResult(plan.request, answer.row, answer.error, answer.at)
+        self._checkpoint()
         return [results[i] for i in range(len(requests))]
+
+    def _checkpoint(self) -> None:
+        """The journal's checkpoint, now that the batch is answered (off the bar -> POST path;
+        see :mod:`.journal`). A failure costs nothing but a larger WAL."""
+        try:
+            self.journal.checkpoint()
+        except Exception as exc:  # e.g. sqlite3.OperationalError on a busy file
+            logger.warning("journal checkpoint failed: %s", exc)
 
     def _plan(self, index: int, request: OrderRequest) -> Plan:
         """Validate and normalise one request (no journal write, no risk check yet)."""
@@ -240,10 +254,10 @@ class OrderExecutor:
         local = self._local_problem(order_symbol, crypto, qty, notional, tif, intent)
         return Plan(index, request, Intent(**intent), info.asset_class, ref, failed=local)
 
-    def _check_risk(self, plans: list[Plan], clock: ClockInfo) -> None:
-        """The risk checks in order; each order sees the projected positions of those before
-        it (exactly as if submitted one by one). Refusals are marked on the plan."""
-        positions = self.projected_positions()
+    def _check_risk(self, plans: list[Plan], clock: ClockInfo, positions: dict[str, float]) -> None:
+        """The risk checks in order, from the batch's projected ``positions`` (changed here);
+        each order sees the projected positions of those before it (exactly as if submitted one
+        by one). Refusals are marked on the plan."""
         kill_switch = self.risk.kill_switch  # one read per batch: one bar, one decision
         for plan in plans:
             intent = plan.intent
@@ -413,17 +427,16 @@ class OrderExecutor:
     def projected_positions(self) -> dict[str, float]:
         """Journaled positions plus what the open and unresolved orders would add."""
         positions = dict(self.journal.positions())
-        for row in self.journal.orders(OPEN_STATES | UNRESOLVED_STATES):
-            if row.qty is not None:
-                total = row.qty
+        exposures = self.journal.exposures(OPEN_STATES | UNRESOLVED_STATES)
+        for symbol, side, qty, notional, filled_qty, avg_fill_price in exposures:
+            if qty is not None:
+                total = qty
             else:
-                price = self.prices.get(row.position_symbol) or row.avg_fill_price or 0.0
-                total = (row.notional or 0.0) / price if price else 0.0
-            remaining = max(total - row.filled_qty, 0.0)
-            sign = 1.0 if row.side == "buy" else -1.0
-            positions[row.position_symbol] = (
-                positions.get(row.position_symbol, 0.0) + sign * remaining
-            )
+                price = self.prices.get(symbol) or avg_fill_price or 0.0
+                total = (notional or 0.0) / price if price else 0.0
+            remaining = max(total - filled_qty, 0.0)
+            sign = 1.0 if side == "buy" else -1.0
+            positions[symbol] = positions.get(symbol, 0.0) + sign * remaining
         return positions
 
     # -- trade updates -----------------------------------------------------------------------

@@ -35,6 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import backtrader as bt
@@ -75,6 +76,14 @@ def label_bar_time(ts_ns: int, asset_class: str, timeframe: str) -> int:
         return ts_ns
     local = pd.Timestamp(ts_ns, unit="ns", tz="UTC").tz_convert(_NY).normalize()
     return int((local + pd.Timedelta(hours=16)).tz_convert("UTC").value)
+
+
+@lru_cache(maxsize=1024)
+def bt_date_number(ts_ns: int) -> float:
+    """Backtrader's date number of a UTC nanosecond timestamp (cached: every symbol's bar of a
+    step has the same timestamp)."""
+    number: float = bt.date2num(pd.Timestamp(ts_ns, unit="ns").to_pydatetime())
+    return number
 
 
 def timeframe_seconds(label: str) -> float:
@@ -425,7 +434,7 @@ class AlpacaLiveData(bt.feed.DataBase):  # type: ignore[misc]
                     return False
                 continue
             lines = self.lines
-            lines.datetime[0] = bt.date2num(pd.Timestamp(bar.ts_ns, unit="ns").to_pydatetime())
+            lines.datetime[0] = bt_date_number(bar.ts_ns)
             lines.open[0] = bar.open
             lines.high[0] = bar.high
             lines.low[0] = bar.low
