@@ -179,27 +179,39 @@ def test_value_curves_from_records_are_vectorbt_values_bit_for_bit(group_by: Any
     assert got.tobytes() == want.tobytes()
 
 
+def _random_targets(
+    bars: dict[str, pd.DataFrame], *, seed: int, high: float
+) -> tuple[list[Any], dict[str, dict[str, pd.Series]]]:
+    """The symbols' setups, and random weights in [0, high] (rounded to 0.1) per variant."""
+    from modelyard.config import load_config
+    from modelyard.routing.router import AssetSpecificModelRouter
+    from modelyard.strategies.signals import symbol_setups
+
+    names = list(bars)
+    setups = symbol_setups(AssetSpecificModelRouter(load_config(None)), names)
+    rng = np.random.default_rng(seed)
+    weights = {
+        v: {
+            s: pd.Series(np.round(rng.uniform(0.0, high, len(bars[s])), 1), index=bars[s].index)
+            for s in names
+        }
+        for v in ("universal", "asset_specific")
+    }
+    return setups, weights
+
+
 @pytest.mark.parametrize("engine", ["orders", "order_func"])
 @pytest.mark.parametrize("grouping", ["portfolio", "class", "symbol"])
 def test_simulation_fills_are_its_orders(engine: str, grouping: Any) -> None:
     """The arrays the class and standalone statistics read are the orders frame's rows, in
     its order; the portfolio is dropped once its values are taken."""
-    from modelyard.config import load_config
-    from modelyard.routing.router import AssetSpecificModelRouter
     from modelyard.strategies.results import Fills
-    from modelyard.strategies.signals import symbol_setups
     from modelyard.strategies.vectorized import simulate
 
     days = pd.date_range("2024-01-01", periods=80, freq="D", tz="UTC")
     bars = {"BTC/USD": _bars(days, 1, 40_000.0), "AAPL": _bars(days, 2, 180.0)}
-    names = list(bars)
-    setups = symbol_setups(AssetSpecificModelRouter(load_config(None)), names)
-    rng = np.random.default_rng(3)
-    weights = {
-        v: {s: pd.Series(np.round(rng.uniform(0.0, 0.45, 80), 1), index=days) for s in names}
-        for v in ("universal", "asset_specific")
-    }
-    layout = build_layout(bars, names)
+    setups, weights = _random_targets(bars, seed=3, high=0.45)
+    layout = build_layout(bars, list(bars))
     sim = simulate(layout, setups, weights, cash=1e5, grouping=grouping, engine=engine)
     assert sim.portfolio is None
     assert sim.values.shape[0] == len(days)
@@ -219,9 +231,6 @@ def test_sleeves_add_up_to_the_portfolio(engine: str) -> None:
     """compare's class and symbol rows are sleeves of the portfolio simulation: the profit and
     loss of the symbols' sleeves sums to the portfolio's at every step, and a class's to its
     symbols'; a sleeve moves only with its own fills and closes."""
-    from modelyard.config import load_config
-    from modelyard.routing.router import AssetSpecificModelRouter
-    from modelyard.strategies.signals import symbol_setups
     from modelyard.strategies.vectorized import simulate
 
     days = pd.date_range("2024-01-01", periods=120, freq="D", tz="UTC")
@@ -230,15 +239,9 @@ def test_sleeves_add_up_to_the_portfolio(engine: str) -> None:
         "ETH/USD": _bars(days, 7, 2_000.0),
         "AAPL": _bars(days, 2, 180.0),
     }
-    names = list(bars)
-    setups = symbol_setups(AssetSpecificModelRouter(load_config(None)), names)
-    rng = np.random.default_rng(11)
-    weights = {
-        v: {s: pd.Series(np.round(rng.uniform(0.0, 0.3, 120), 1), index=days) for s in names}
-        for v in ("universal", "asset_specific")
-    }
+    setups, weights = _random_targets(bars, seed=11, high=0.3)
     cash = 1e5
-    sim = simulate(build_layout(bars, names), setups, weights, cash=cash, engine=engine)
+    sim = simulate(build_layout(bars, list(bars)), setups, weights, cash=cash, engine=engine)
     symbols, symbol_keys = sim.sleeve_values("symbol")
     classes, class_keys = sim.sleeve_values("class")
     assert len(sim.records) > 50

@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -152,7 +151,10 @@ def rank_ic(pred: npt.ArrayLike, target: npt.ArrayLike) -> float:
 
 
 def _hit_rate(p: FloatArray, t: FloatArray) -> float:
-    agree, counted = _hits_nb(p, t)
+    return _rate(*_hits_nb(p, t))
+
+
+def _rate(agree: int, counted: int) -> float:
     return float(agree / counted) if counted else float("nan")
 
 
@@ -210,13 +212,12 @@ class TargetRanks:
     def __init__(self) -> None:
         self._kept: dict[object, _Kept] = {}
 
-    def _target(self, t: FloatArray, key: object, sort: _Sort | None = None) -> _Kept:
-        """The ranks (and sort) of the paired targets ``t``, kept under ``key``; ``sort``
-        builds the sort when it is not kept (default: :func:`sort_order`)."""
+    def _target(self, t: FloatArray, key: object) -> _Kept:
+        """The ranks (and sort) of the paired targets ``t``, kept under ``key``."""
         known = self._kept.get(key)
         if known is not None and np.array_equal(known.values, t):
             return known
-        order, ordered = sort() if sort is not None else sort_order(t)
+        order, ordered = sort_order(t)
         ranks = ranks_from(ordered, order)
         kept = _Kept(t, ranks, float(spread(ranks)), order, ordered)
         self._kept[key] = kept
@@ -258,7 +259,7 @@ class TargetRanks:
             m = _Moments.of(p, t)
             hits, rows = _hits_nb(p, t)
             moments, agree, counted = moments + m, agree + hits, counted + rows
-            out[g] = Metrics(m.ic, rank_ic, float(hits / rows) if rows else float("nan"), p.size)
+            out[g] = Metrics(m.ic, rank_ic, _rate(hits, rows), p.size)
         rank_ic = float("nan")
         if moments.n >= 2:
             # the union's targets are the groups' concatenated: the same when theirs are
@@ -273,16 +274,12 @@ class TargetRanks:
                     t_sorts.put(k, kept.order, kept.ordered)
                 order, ordered = t_sorts.merged()
                 ranks = ranks_from(ordered, order)
-                union = _Kept(np.empty(0), ranks, float(spread(ranks)), order, ordered)
-                union = dataclasses.replace(union, parts=tuple(kept_groups))
+                spreads = float(spread(ranks))
+                union = _Kept(np.empty(0), ranks, spreads, order, ordered, tuple(kept_groups))
                 self._kept[key] = union
             order, ordered = p_sorts.merged()
             rank_ic = float(rank_corr(ordered, order, union.ranks, union.spread))
-        hit = float(agree / counted) if counted else float("nan")
-        return out, Metrics(moments.ic, rank_ic, hit, moments.n)
-
-
-_Sort = Callable[[], tuple[npt.NDArray[np.intp], FloatArray]]
+        return out, Metrics(moments.ic, rank_ic, _rate(agree, counted), moments.n)
 
 
 @dataclass(frozen=True, slots=True)

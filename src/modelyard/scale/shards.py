@@ -219,9 +219,11 @@ def signals_shard(bars: Bars, task: SignalsTask) -> SignalsPiece | ShardFailure:
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    """BLAS on one thread: a multi-threaded OpenBLAS dot product (the IC's) sums in another
-    order than a single-threaded one, so a shard's last bits would depend on the process it
-    runs in (Dask's nanny sets ``OPENBLAS_NUM_THREADS=1``, a driver uses every core)."""
+    """BLAS on one thread: a multi-threaded OpenBLAS dot product sums in another order than a
+    single-threaded one, so a shard's last bits would depend on the process it runs in (Dask's
+    nanny sets ``OPENBLAS_NUM_THREADS=1``, a driver uses every core). The IC itself no longer
+    calls BLAS (numba moments, :mod:`modelyard.models.metrics`); this guards any BLAS call a
+    shard still makes (numpy, pandas)."""
     global _CONTROLLER
     from threadpoolctl import ThreadpoolController
 

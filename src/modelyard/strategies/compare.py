@@ -285,7 +285,8 @@ def _compare(
         # the gross limit couples every symbol: both variants' weights, here
         timeline = GrossTimeline.of([data[s].index for s in names])  # both variants' bars
         signals = {
-            v: _variant_signals(v, pieces, data, names, max_gross, timeline) for v in VARIANTS
+            v: _variant_signals(v, pieces, data, names, max_gross, timeline, routes[v])
+            for v in VARIANTS
         }
         weights = {v: signals[v].weights for v in VARIANTS}
         run = _run_config(layout, names, engine, timeframe, cash, max_gross)
@@ -383,20 +384,20 @@ def _variant_signals(
     names: Sequence[str],
     max_gross: float,
     timeline: GrossTimeline,
+    routes: Sequence[RouteDecision],
 ) -> VariantSignals:
     """One variant's pieces in symbol order (on each symbol's bars), then the gross limit
     across every symbol (:func:`~modelyard.strategies.signals.target_weight_history` on the
     whole universe)."""
     preds = {s: p.predictions[variant][s] for p in pieces for s in p.symbols}
     raw = {s: p.raw_weights[variant][s] for p in pieces for s in p.symbols}
-    decisions = {d.symbol: d for p in pieces for d in p.decisions[variant]}
     return VariantSignals(
         variant,
         {s: pd.Series(preds[s], index=data[s].index, name="prediction") for s in names},
         limit_gross(
             {s: pd.Series(raw[s], index=data[s].index) for s in names}, max_gross, timeline=timeline
         ),
-        [decisions[s] for s in names],
+        list(routes),
     )
 
 
@@ -484,10 +485,6 @@ def _shared_accounts(
             done += 1
             report("stats", done, steps)
     return out
-
-
-def _models(sig: VariantSignals) -> list[str]:
-    return list(dict.fromkeys(d.model_id for d in sig.decisions))
 
 
 def _row(

@@ -84,7 +84,6 @@ from modelyard.strategies.results import (
     Result,
     compute_stats,
     infer_periods_per_year,
-    stats_of_fills,
     trades_from_orders,
 )
 from modelyard.strategies.routed import MIN_ORDER_UNITS
@@ -101,7 +100,6 @@ __all__ = [
     "VARIANT_FLAGS",
     "Simulation",
     "VariantSignals",
-    "account_stats",
     "choose_engine",
     "load_inputs",
     "result_of",
@@ -193,15 +191,10 @@ class Simulation:
     keys: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        levels = self.columns.to_frame(index=False)[_LEVELS[self.grouping]]
-        per_column = [tuple(str(v) for v in row) for row in levels.itertuples(False)]
-        keys = tuple(dict.fromkeys(per_column))
+        keys, group_lens = _group_runs(self.columns, self.grouping)
         pf = self.portfolio
         if pf is None:
             raise ValueError("Simulation needs the vectorbt portfolio")
-        # vectorbt's groups are the runs of equal keys (contiguous, in column order)
-        starts = [j for j in range(len(per_column)) if j == 0 or per_column[j] != per_column[j - 1]]
-        group_lens = np.diff(np.r_[starts, len(per_column)]).astype(np.int64)
         values = group_values(pf, group_lens)
         if len(keys) != values.shape[1]:
             raise RuntimeError(f"{values.shape[1]} value columns for {len(keys)} groups")
@@ -227,11 +220,7 @@ class Simulation:
         ``sleeve - cash`` is ``value - cash`` at every step, to rounding."""
         if level not in ("class", "symbol"):
             raise ValueError(f"level must be 'class' or 'symbol', got {level!r}")
-        levels = self.columns.to_frame(index=False)[_LEVELS[level]]
-        per_column = [tuple(str(v) for v in row) for row in levels.itertuples(False)]
-        keys = tuple(dict.fromkeys(per_column))
-        starts = [j for j in range(len(per_column)) if j == 0 or per_column[j] != per_column[j - 1]]
-        group_lens = np.diff(np.r_[starts, len(per_column)]).astype(np.int64)
+        keys, group_lens = _group_runs(self.columns, level)
         position = {s: j for j, s in enumerate(self.layout.symbols)}
         tile = [position[str(s)] for s in self.columns.get_level_values("symbol")]
         close = self.layout.close.T[tile].T  # (n, columns), Fortran order: one copy
@@ -265,6 +254,18 @@ class Simulation:
             fee,
             len(self.columns),
         )
+
+
+def _group_runs(
+    columns: pd.MultiIndex, grouping: str
+) -> tuple[tuple[tuple[str, ...], ...], npt.NDArray[np.int64]]:
+    """Each group's key (its ``_LEVELS[grouping]`` values) and column count, in column order:
+    vectorbt's groups are the runs of equal keys (contiguous)."""
+    levels = columns.to_frame(index=False)[_LEVELS[grouping]]
+    per_column = [tuple(str(v) for v in row) for row in levels.itertuples(False)]
+    starts = [j for j in range(len(per_column)) if j == 0 or per_column[j] != per_column[j - 1]]
+    group_lens = np.diff(np.r_[starts, len(per_column)]).astype(np.int64)
+    return tuple(dict.fromkeys(per_column)), group_lens
 
 
 def _column_order(setups: Sequence[SymbolSetup]) -> list[int]:
@@ -459,21 +460,6 @@ def result_of(
         routes=[dict(d.as_dict()) for d in routes],
         config={"run": run},
     )
-
-
-def account_stats(
-    sim: Simulation,
-    key: tuple[str, ...],
-    fills: Fills,
-    rows: npt.NDArray[np.intp],
-    periods_per_year: float,
-) -> dict[str, float | int]:
-    """The statistics of one account of ``sim`` (the group ``key``) over the union steps
-    ``rows`` with ``fills`` (its fills, from :meth:`Simulation.fills`): the ``stats`` that
-    :func:`result_of` gives for it, from arrays (no frames)."""
-    g = sim.keys.index(key)
-    stamps = np.asarray(sim.layout.index.asi8, dtype=np.int64)[rows]
-    return stats_of_fills(stamps, sim.values[rows, g], fills, periods_per_year)
 
 
 def run_vectorized(
