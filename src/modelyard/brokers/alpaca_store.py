@@ -43,6 +43,7 @@ from modelyard.feeds.live import (
     BarHub,
     LiveBar,
     StreamSource,
+    acknowledging,
     bars_from_frame,
     stop_stream,
 )
@@ -215,10 +216,12 @@ class AlpacaStore:
             from alpaca.data.live import CryptoDataStream, StockDataStream
 
             if kind == "crypto":
-                return CryptoDataStream(
+                return acknowledging(CryptoDataStream)(
                     key, secret, raw_data=True, url_override=self.crypto_stream_url
                 )
-            return StockDataStream(key, secret, raw_data=True, url_override=self.stock_stream_url)
+            return acknowledging(StockDataStream)(
+                key, secret, raw_data=True, url_override=self.stock_stream_url
+            )
 
         return make
 

@@ -23,6 +23,9 @@ Websockets and clock (state-like: active until cleared, ``count`` ignored)
     ``ws_drop``       close the current ``stream`` connections (``trading``/``stock``/``crypto``/
                       ``all``) at once; clients reconnect, events in between are lost
     ``ws_mute``       connections stay open but nothing is sent on ``stream``
+    ``ws_slow_subscribe`` a bars subscription on ``stream`` takes effect (and is acknowledged)
+                      ``seconds`` (default 1) after it arrives; bars published before are not
+                      sent on that connection, as with a subscription still in flight
     ``market_closed`` ``GET /v2/clock`` says closed
 
 ``script(client_order_id, steps)`` plays exact trade-update sequences (``new``,
@@ -47,7 +50,7 @@ HTTP_KINDS = frozenset(
     {"rate_limit", "server_error", "accept_then_504", "delay", "drop_connection", "reject"}
 )
 ORDER_KINDS = frozenset({"stream_reject", "partial_then_expire", "cancel_race", "duplicate_event"})
-STATE_KINDS = frozenset({"ws_drop", "ws_mute", "market_closed"})
+STATE_KINDS = frozenset({"ws_drop", "ws_mute", "ws_slow_subscribe", "market_closed"})
 FAULT_KINDS = HTTP_KINDS | ORDER_KINDS | STATE_KINDS
 STREAMS = ("trading", "stock", "crypto", "all")
 SCRIPT_STEPS = ("new", "partial_fill", "fill", "canceled", "expired", "rejected")
@@ -133,7 +136,7 @@ class FaultPlan:
         if count is not None and count < 1:
             raise ConfigError(f"count must be >= 1 or None, got {count}", key="count")
         stream = params.get("stream", "all")
-        if kind in ("ws_drop", "ws_mute") and stream not in STREAMS:
+        if kind in ("ws_drop", "ws_mute", "ws_slow_subscribe") and stream not in STREAMS:
             raise ConfigError(f"stream must be one of {STREAMS}, got {stream!r}", key="stream")
         if kind in ("stream_reject", "partial_then_expire") and client_order_id is None:
             raise ConfigError(f"{kind} needs client_order_id", key="client_order_id")
@@ -205,6 +208,19 @@ class FaultPlan:
                 and (stream is None or f.params.get("stream", "all") in (stream, "all"))
                 for f in self._faults
             )
+
+    def param(
+        self, kind: str, name: str, default: float, stream: str | None = None
+    ) -> float | None:
+        """``name`` of the first armed ``kind`` fault on ``stream`` (its ``default`` when the fault
+        does not say), or ``None`` when no such fault is armed."""
+        with self._lock:
+            for f in self._faults:
+                if f.kind == kind and (
+                    stream is None or f.params.get("stream", "all") in (stream, "all")
+                ):
+                    return float(f.params.get(name, default))
+        return None
 
     def pop_script(self, client_order_id: str) -> tuple[list[str], float] | None:
         with self._lock:

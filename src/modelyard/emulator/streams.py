@@ -204,6 +204,9 @@ class StreamHub:
                 self._reply(conn, [{"T": "error", "code": 401, "msg": "not authenticated"}])
                 return
             symbols = {str(s) for s in msg.get("bars", [])}
+            delay = self._faults.param("ws_slow_subscribe", "seconds", 1.0, conn.stream)
+            if delay is not None and action == "subscribe":
+                await asyncio.sleep(delay)
             if action == "subscribe":
                 conn.bars |= symbols
             else:

@@ -12,8 +12,9 @@ Pieces (plain classes; :class:`AlpacaLiveData` is the thin Backtrader shell):
   in a background thread, plus a supervisor thread. States: ``backfill`` -> ``live`` ->
   ``silent`` -> ``recovering`` -> ``live``:
 
-  - backfill: the stream starts first (its bars are held back), REST history is pushed under
-    ``DELAYED``, then the held bars under ``LIVE``;
+  - backfill: the stream starts first (its bars are held back); once the venue has
+    acknowledged the subscription (bars published before that are never sent on it), REST
+    history is pushed under ``DELAYED``, then the held bars under ``LIVE``;
   - the watchdog: no bar within ``silence_timeout`` seconds (default 2x the shortest
     timeframe) -> ``CONNBROKEN`` to every channel, the stream is torn down and started again
     after an exponential backoff (repeated while it stays silent);
@@ -35,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import backtrader as bt
@@ -43,7 +44,15 @@ import pandas as pd
 
 from modelyard.feeds.resample import parse_timeframe
 
-__all__ = ["AlpacaLiveData", "BarChannel", "BarHub", "LiveBar", "StreamSource", "label_bar_time"]
+__all__ = [
+    "AlpacaLiveData",
+    "BarChannel",
+    "BarHub",
+    "LiveBar",
+    "StreamSource",
+    "acknowledging",
+    "label_bar_time",
+]
 
 logger = logging.getLogger(__name__)
 _NY = "America/New_York"
@@ -89,6 +98,27 @@ def bt_date_number(ts_ns: int) -> float:
 def timeframe_seconds(label: str) -> float:
     """``1min``, ``1h``, ``1d`` ... in seconds."""
     return float(parse_timeframe(label).total_seconds())
+
+
+@cache
+def acknowledging(base: Any) -> Any:
+    """``base`` (an alpaca-py data stream class) whose instances carry ``subscribed``, a
+    ``threading.Event`` set when the venue acknowledges a subscription. alpaca-py only logs the
+    acknowledgement; :class:`StreamSource` waits for it before its REST backfill, because a bar
+    published between the backfill and the subscription taking effect reaches neither."""
+
+    class Acknowledging(base):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.subscribed = threading.Event()
+
+        async def _dispatch(self, msg: Any) -> None:
+            if isinstance(msg, dict) and msg.get("T") == "subscription":
+                self.subscribed.set()
+            await super()._dispatch(msg)
+
+    Acknowledging.__name__ = Acknowledging.__qualname__ = f"Acknowledging{base.__name__}"
+    return Acknowledging
 
 
 class BarHub:
@@ -178,6 +208,7 @@ class StreamSource:
         silence_timeout: float | None = None,
         backoff: tuple[float, float] = (0.25, 10.0),
         tick: float | None = None,
+        subscribe_timeout: float = 10.0,
     ) -> None:
         self.kind = kind
         self._factory = stream_factory
@@ -185,6 +216,8 @@ class StreamSource:
         self._silence = silence_timeout
         self.backoff = backoff
         self._tick = tick
+        self.subscribe_timeout = subscribe_timeout
+        self._stream_started = 0.0
         self.channels: dict[str, BarChannel] = {}
         self.state = "backfill"
         self.reconnects = 0
@@ -240,6 +273,7 @@ class StreamSource:
         stream = self._factory()
         stream.subscribe_bars(self._handle, *self.channels)
         self._stream = stream
+        self._stream_started = time.monotonic()
         self._thread = threading.Thread(
             target=stream.run, name=f"modelyard-{self.kind}-stream", daemon=True
         )
@@ -323,7 +357,30 @@ class StreamSource:
         self._start_stream()
         self._restart_at = time.monotonic() + self.silence_timeout + delay
 
+    def _subscribed(self) -> bool:
+        """Wait (a bounded while) until the venue acknowledged the stream's subscription. A
+        stream without a ``subscribed`` event (see :func:`acknowledging`) counts as subscribed;
+        after ``subscribe_timeout`` the backfill goes ahead with a warning (the watchdog then
+        treats a stream that never delivers as silent). ``False``: stopping."""
+        event = getattr(self._stream, "subscribed", None)
+        if not isinstance(event, threading.Event):
+            return True
+        deadline = self._stream_started + self.subscribe_timeout
+        while not event.wait(0.02):
+            if self._stop.is_set():
+                return False
+            if time.monotonic() > deadline:
+                logger.warning(
+                    "%s stream: no subscription acknowledgement within %.1fs; backfilling anyway",
+                    self.kind,
+                    self.subscribe_timeout,
+                )
+                return True
+        return True
+
     def _catch_up(self, *, initial: bool) -> None:
+        if initial and not self._subscribed():
+            return
         fetched: list[tuple[BarChannel, list[LiveBar]]] = []
         for channel in self.channels.values():
             start = None if initial else channel.last_ts
