@@ -151,6 +151,28 @@ def test_bars_published_while_the_subscription_is_in_flight_are_not_lost(
     assert stamps[-1] > before  # the bars stepped during the wait did arrive
 
 
+def test_a_dropped_data_stream_fills_what_it_missed_while_reconnecting(
+    live_emu: Emulator, tmp_path: Path
+) -> None:
+    # alpaca-py reconnects a dropped stream by itself within about a second, long before the
+    # silence watchdog (5 s here) would notice: the bars published meanwhile come over REST
+    session = make_session(live_emu, tmp_path, ("BTC/USD",))
+    running = Running(session, live_emu)
+    source = session.store.sources["crypto"]
+    running.step(5)
+    live_emu.faults.add("ws_drop", stream="crypto")
+    running.step(4)
+    wait_until(lambda: source.state == "live" and source.gap_filled > 0, 10.0)
+    running.step(3)
+    running.finish()
+    assert_every_bar_once(session, live_emu, "BTC/USD")
+    assert source.gap_filled >= 4
+    assert source.reconnects == 0  # alpaca-py reconnected; the watchdog did not fire
+    statuses = [s for name, s in session.gate.history if name == "BTC/USD"]
+    assert statuses[statuses.index("CONNBROKEN") :][:3] == ["CONNBROKEN", "DELAYED", "LIVE"]
+    session.store.close()
+
+
 def test_muted_stream_reconnects_and_fills_the_gap(live_emu: Emulator, tmp_path: Path) -> None:
     session = make_session(
         live_emu, tmp_path, ("BTC/USD",), silence_timeout=0.4, reconnect_backoff=(0.05, 0.2)

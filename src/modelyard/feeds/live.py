@@ -18,8 +18,10 @@ Pieces (plain classes; :class:`AlpacaLiveData` is the thin Backtrader shell):
   - the watchdog: no bar within ``silence_timeout`` seconds (default 2x the shortest
     timeframe) -> ``CONNBROKEN`` to every channel, the stream is torn down and started again
     after an exponential backoff (repeated while it stays silent);
-  - the first bar after a silence -> ``recovering``: the gap since each channel's last bar is
-    fetched over REST and pushed under ``DELAYED``, then the held stream bars under ``LIVE``.
+  - the first bar after a silence, or alpaca-py's own reconnect after a dropped connection
+    (a second subscription acknowledgement) -> ``recovering``: the gap since each channel's
+    last bar is fetched over REST and pushed under ``DELAYED``, then the held stream bars under
+    ``LIVE``.
 
 * Stream handlers catch everything and log (alpaca-py swallows handler errors and can spin).
   Timestamps are UTC nanoseconds; daily equity bars are labelled at the session's 16:00
@@ -103,18 +105,27 @@ def timeframe_seconds(label: str) -> float:
 @cache
 def acknowledging(base: Any) -> Any:
     """``base`` (an alpaca-py data stream class) whose instances carry ``subscribed``, a
-    ``threading.Event`` set when the venue acknowledges a subscription. alpaca-py only logs the
-    acknowledgement; :class:`StreamSource` waits for it before its REST backfill, because a bar
-    published between the backfill and the subscription taking effect reaches neither."""
+    ``threading.Event`` set when the venue acknowledges a subscription, and call
+    ``on_resubscribed()`` (stream thread) on every acknowledgement after the first.
+
+    alpaca-py only logs the acknowledgement. :class:`StreamSource` waits for it before its REST
+    backfill, because a bar published between the backfill and the subscription taking effect
+    reaches neither. A later acknowledgement means alpaca-py reconnected by itself after a
+    dropped connection (it does, within about a second): the bars published meanwhile were
+    never sent, and the source fills them over REST before it goes on."""
 
     class Acknowledging(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.subscribed = threading.Event()
+            self.on_resubscribed: Callable[[], None] | None = None
 
         async def _dispatch(self, msg: Any) -> None:
             if isinstance(msg, dict) and msg.get("T") == "subscription":
+                again = self.subscribed.is_set()
                 self.subscribed.set()
+                if again and self.on_resubscribed is not None:
+                    self.on_resubscribed()
             await super()._dispatch(msg)
 
     Acknowledging.__name__ = Acknowledging.__qualname__ = f"Acknowledging{base.__name__}"
@@ -271,6 +282,8 @@ class StreamSource:
 
     def _start_stream(self) -> None:
         stream = self._factory()
+        if hasattr(stream, "on_resubscribed"):
+            stream.on_resubscribed = self._resubscribed
         stream.subscribe_bars(self._handle, *self.channels)
         self._stream = stream
         self._stream_started = time.monotonic()
@@ -314,6 +327,18 @@ class StreamSource:
                 self.state = "recovering"
                 logger.warning("%s stream: bars again; filling the gap over REST", self.kind)
                 self._wake.set()
+
+    def _resubscribed(self) -> None:
+        """alpaca-py reconnected the stream by itself (see :func:`acknowledging`): what was
+        published while it was away is filled over REST, later stream bars are held till then."""
+        with self._lock:
+            if self.state != "live":
+                return  # backfilling, or our own reconnect: the gap is filled anyway
+            self.state = "recovering"
+        logger.warning("%s stream: reconnected; filling the gap over REST", self.kind)
+        for channel in self.channels.values():
+            channel.push_status(CONNBROKEN)
+        self._wake.set()
 
     # -- the supervisor thread ---------------------------------------------------------------
     def _supervise(self) -> None:
