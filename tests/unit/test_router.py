@@ -268,10 +268,12 @@ def _blocks(
     return blocks
 
 
+@pytest.mark.parametrize("chunk", [1 << 16, 4])  # 4: a model call per 4 rows, across blocks
 @pytest.mark.parametrize("asset_specific", [False, True])
 def test_predict_arrays_equals_predict_frame_on_the_stacked_frame(
-    registry_dir: Path, asset_specific: bool
+    registry_dir: Path, asset_specific: bool, chunk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("modelyard.routing.router.PREDICT_CHUNK", chunk)
     config = load_config(registry_dir / "assets.yaml")
 
     def router() -> AssetSpecificModelRouter:
@@ -301,7 +303,11 @@ def test_predict_arrays_equals_predict_frame_on_the_stacked_frame(
     assert by_arrays.predict_arrays([], []) == []
 
 
-def test_predict_arrays_strict_names_the_symbol_and_its_rows(registry_dir: Path) -> None:
+@pytest.mark.parametrize("chunk", [1 << 16, 1])  # 1: the broken rows in separate chunks
+def test_predict_arrays_strict_names_the_symbol_and_its_rows(
+    registry_dir: Path, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("modelyard.routing.router.PREDICT_CHUNK", chunk)
     config = load_config(registry_dir / "assets.yaml")
     strict = AssetSpecificModelRouter(
         config, asset_specific=False, strict=True, contracts=lambda mid: _bound_check(1.0)

@@ -5,6 +5,8 @@ ascending order *and* the sorted values of a float64 array (no NaN) with one SIM
 packed 64-bit keys instead of ``np.argsort`` (about 4x faster at 10M rows): each key holds the
 top 32 bits of the value's order-preserving bit pattern and the row's position; rows whose
 top 32 bits tie are then ordered by their full values (a run rarely holds more than a few).
+Values that are all float32s (the models' predictions are) fit the key whole: the sorted keys
+then give the order and the values without reading the array again.
 Average ranks, the rank correlation and the merge of sorted groups read the sorted values
 sequentially.
 
@@ -21,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-__all__ = ["SortedGroups", "rank_corr", "ranks_from", "sort_order", "spread"]
+__all__ = ["SortedGroups", "rank_corr", "ranks_from", "sort_order", "spread", "subset"]
 
 FloatArray = npt.NDArray[np.float64]
 IndexArray = npt.NDArray[np.intp]
@@ -42,10 +44,51 @@ def sort_order(
         out[0][:] = np.argsort(x)
         out[1][:] = x[out[0]]
         return out
+    keys, exact = _keys32_nb(x)
+    if exact:  # float32 values (predictions): the keys hold them whole, no gather
+        keys.sort()
+        _finish32_nb(keys, out[0], out[1])
+        return out
     keys = _keys_nb(x.view(np.uint64))
     keys.sort()
     _finish_nb(keys, x, out[0], out[1])
     return out
+
+
+@njit(cache=True, nogil=True)
+def _keys32_nb(x: Any) -> Any:
+    """Per row: the order-preserving bit pattern of its value as a float32, then its
+    position; ``(keys, False)`` at the first value that is not a float32 exactly."""
+    n = x.size
+    keys = np.empty(n, dtype=np.uint64)
+    cell = np.empty(1, dtype=np.float32)
+    bits = cell.view(np.uint32)
+    sign = np.uint32(1) << np.uint32(31)
+    for i in range(n):
+        cell[0] = x[i]
+        if np.float64(cell[0]) != x[i]:
+            return keys, False
+        b = bits[0]
+        b = ~b if b & sign else b | sign
+        keys[i] = (np.uint64(b) << np.uint64(32)) | np.uint64(i)
+    return keys, True
+
+
+@njit(cache=True, nogil=True)
+def _finish32_nb(keys: Any, order: Any, ordered: Any) -> None:
+    """The order and sorted values from sorted float32 keys (:func:`_keys32_nb`): the
+    values decoded from the keys, in one sequential pass. -0.0 keeps its sign (it sorts
+    next to 0.0, which it equals)."""
+    cell = np.empty(1, dtype=np.float32)
+    bits = cell.view(np.uint32)
+    sign = np.uint32(1) << np.uint32(31)
+    low = np.uint64(0xFFFFFFFF)
+    for k in range(keys.size):
+        key = keys[k]
+        order[k] = np.intp(key & low)
+        b = np.uint32(key >> np.uint64(32))
+        bits[0] = b ^ sign if b & sign else ~b
+        ordered[k] = np.float64(cell[0])
 
 
 @njit(cache=True, nogil=True)
@@ -113,6 +156,32 @@ def ranks_from(ordered: Any, order: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
+def subset(order: Any, ordered: Any, keep: Any) -> Any:
+    """The sort of the rows that ``keep`` keeps (a mask over the sorted rows' positions),
+    from their sort (``order``, ``ordered``): ``(order, ordered)`` of the kept rows, their
+    positions counted among the kept rows. One pass; no sort."""
+    n = keep.size
+    renumbered = np.empty(n, dtype=np.intp)  # -1: dropped (one read per sorted row)
+    m = 0
+    for i in range(n):
+        if keep[i]:
+            renumbered[i] = m
+            m += 1
+        else:
+            renumbered[i] = -1
+    out_order = np.empty(m, dtype=np.intp)
+    out = np.empty(m, dtype=np.float64)
+    k = 0
+    for q in range(order.size):
+        r = renumbered[order[q]]
+        if r >= 0:
+            out_order[k] = r
+            out[k] = ordered[q]
+            k += 1
+    return out_order, out
+
+
+@njit(cache=True, nogil=True)
 def spread(ranks: Any) -> Any:
     """``sum((ranks - mean)^2)`` of average ranks (their mean is exactly ``(n + 1) / 2``)."""
     mean = (ranks.size + 1) / 2.0
@@ -164,11 +233,10 @@ class SortedGroups:
         lo, hi = int(self.offsets[g]), int(self.offsets[g + 1])
         return sort_order(x, (self.local[lo:hi], self.ordered[lo:hi]))
 
-    def put(self, g: int, order: IndexArray, ordered: FloatArray) -> None:
-        """Group ``g``'s sort, known already."""
+    def group(self, g: int) -> tuple[IndexArray, FloatArray]:
+        """Group ``g``'s sort (views into the buffer)."""
         lo, hi = int(self.offsets[g]), int(self.offsets[g + 1])
-        self.local[lo:hi] = order
-        self.ordered[lo:hi] = ordered
+        return self.local[lo:hi], self.ordered[lo:hi]
 
     def merged(self) -> tuple[IndexArray, FloatArray]:
         """The :func:`sort_order` of every group's rows concatenated in group order: one
@@ -179,23 +247,68 @@ class SortedGroups:
 
 @njit(cache=True, nogil=True)
 def _merge_nb(ordered: Any, local: Any, offsets: Any) -> Any:
-    """Merge the groups' sorted runs (at ``offsets``; ``local``: positions in the group):
-    each step takes the smallest head (few groups: a scan of the heads)."""
+    """Merge the groups' sorted runs (at ``offsets``; ``local``: positions in the group) in
+    rounds of adjacent pairs, ties taken from the earlier group (:func:`_merge2_nb`). The
+    first round reads the groups' buffers and adds each group's offset to its positions; the
+    rounds alternate between two buffers so that the last one writes the result."""
     groups = offsets.size - 1
     n = offsets[groups]
-    heads = offsets[:groups].copy()
     order = np.empty(n, dtype=np.intp)
     merged = np.empty(n, dtype=np.float64)
-    for k in range(n):
-        best = -1
-        best_value = 0.0
-        for g in range(groups):
-            h = heads[g]
-            if h < offsets[g + 1] and (best < 0 or ordered[h] < best_value):
-                best = g
-                best_value = ordered[h]
-        h = heads[best]
-        order[k] = offsets[best] + local[h]
-        merged[k] = best_value
-        heads[best] = h + 1
+    rounds = 1
+    while (1 << rounds) < groups:
+        rounds += 1
+    size = n if rounds > 1 else 0
+    spare_order = np.empty(size, dtype=np.intp)
+    spare = np.empty(size, dtype=np.float64)
+    values, rows = ordered, local
+    adds = offsets[:groups].copy()
+    bounds = offsets.copy()
+    for r in range(rounds):
+        last = (rounds - 1 - r) % 2 == 0
+        out = merged if last else spare
+        out_rows = order if last else spare_order
+        runs = bounds.size - 1
+        kept = np.empty(runs // 2 + runs % 2 + 1, dtype=np.intp)
+        for q in range(0, runs, 2):
+            lo, mid = bounds[q], bounds[q + 1]
+            hi, add = mid, 0
+            if q + 1 < runs:
+                hi, add = bounds[q + 2], adds[q + 1]
+            _merge2_nb(values, rows, lo, mid, hi, adds[q], add, out, out_rows)
+            kept[q // 2] = lo
+        kept[-1] = n
+        bounds = kept
+        adds = np.zeros(bounds.size - 1, dtype=np.intp)
+        values, rows = out, out_rows
     return order, merged
+
+
+@njit(cache=True, nogil=True)
+def _merge2_nb(
+    values: Any, rows: Any, lo: int, mid: int, hi: int, add_a: int, add_b: int,
+    out: Any, out_rows: Any,
+) -> None:  # fmt: skip
+    """Merge the sorted runs ``[lo, mid)`` and ``[mid, hi)`` of ``values`` into ``out[lo:hi]``,
+    their ``rows`` plus ``add_a`` / ``add_b`` into ``out_rows``: branch-free selects, a tie
+    taken from the first run (about 4x faster than a branch per row on random data)."""
+    i, j, k = lo, mid, lo
+    while i < mid and j < hi:
+        a = values[i]
+        b = values[j]
+        second = b < a
+        out[k] = b if second else a
+        out_rows[k] = rows[j] + add_b if second else rows[i] + add_a
+        j += second
+        i += 1 - second
+        k += 1
+    while i < mid:
+        out[k] = values[i]
+        out_rows[k] = rows[i] + add_a
+        i += 1
+        k += 1
+    while j < hi:
+        out[k] = values[j]
+        out_rows[k] = rows[j] + add_b
+        j += 1
+        k += 1

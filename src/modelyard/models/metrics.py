@@ -17,7 +17,14 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from modelyard.models._ranks import SortedGroups, rank_corr, ranks_from, sort_order, spread
+from modelyard.models._ranks import (
+    SortedGroups,
+    rank_corr,
+    ranks_from,
+    sort_order,
+    spread,
+    subset,
+)
 
 __all__ = ["Metrics", "TargetRanks", "hit_rate", "ic", "icir", "metrics", "rank_ic"]
 
@@ -207,10 +214,12 @@ class TargetRanks:
     ranks and keeps them. Gives exactly what :func:`metrics` gives.
 
     :meth:`pooled` scores disjoint groups of rows (asset classes) and their union (the
-    portfolio) with one sort per group: the union's sorts are merged from the groups'."""
+    portfolio) with one sort per group: the union's sorts are merged from the groups', and
+    the targets' sorts serve every prediction scored against them."""
 
     def __init__(self) -> None:
         self._kept: dict[object, _Kept] = {}
+        self._sorts: dict[object, _TargetSorts] = {}
 
     def _target(self, t: FloatArray, key: object) -> _Kept:
         """The ranks (and sort) of the paired targets ``t``, kept under ``key``."""
@@ -237,49 +246,98 @@ class TargetRanks:
         groups: Mapping[Hashable, tuple[npt.ArrayLike, npt.ArrayLike]],
         key: object,
     ) -> tuple[dict[Hashable, Metrics], Metrics]:
-        """:func:`metrics` of each group's ``(pred, target)`` rows (target ranks kept under
-        ``(key, group)``) and of all groups' rows pooled (kept under ``key``), the union's
-        sorts merged from the groups' (no second sort). The union's numbers are
-        :func:`metrics` of the groups' rows concatenated in group order (Pearson and rank
-        correlations do not depend on the row order; the last bits of their sums may)."""
-        pairs = {g: _pair(p, t) for g, (p, t) in groups.items()}
+        """:func:`metrics` of each group's ``(pred, target)`` rows and of all groups' rows
+        pooled (the union), the same numbers as :func:`metrics` of the groups' rows
+        concatenated in group order (Pearson and rank correlations do not depend on the row
+        order; the last bits of their sums may).
+
+        The targets' finite rows are sorted once per group and merged once for the union
+        (:class:`_TargetSorts`, kept under ``key`` while the targets are the same values);
+        each call takes the subset of those sorts where its predictions are finite too (the
+        routing variants differ in their warm-up rows) instead of sorting again. The
+        predictions are sorted per group and merged for the union."""
+        raw = [
+            (g, np.asarray(p, dtype=np.float64).ravel(), np.asarray(t, dtype=np.float64).ravel())
+            for g, (p, t) in groups.items()
+        ]
+        for _, p, t in raw:
+            if p.shape != t.shape:
+                raise ValueError(f"prediction has {p.size} rows but target has {t.size}")
+        targets = [t for _, _, t in raw]
+        sorts = self._sorts.get(key)
+        if sorts is None or not sorts.holds(targets):
+            sorts = _TargetSorts(targets)
+            self._sorts[key] = sorts
+        rows = [
+            np.isfinite(p) & finite for (_, p, _), finite in zip(raw, sorts.finite, strict=True)
+        ]
+        kept = [r[finite] for r, finite in zip(rows, sorts.finite, strict=True)]  # among finite
+        pairs = [(p[r], t[r]) for (_, p, t), r in zip(raw, rows, strict=True)]
+        p_sorts = SortedGroups([p.size for p, _ in pairs])
         out: dict[Hashable, Metrics] = {}
-        sizes = [p.size for p, _ in pairs.values()]
-        p_sorts = SortedGroups(sizes)
         moments = _Moments.of(np.empty(0), np.empty(0))
         agree = counted = 0
-        kept_groups: list[_Kept] = []
-        for k, (g, (p, t)) in enumerate(pairs.items()):
+        for k, ((g, _, _), (p, t)) in enumerate(zip(raw, pairs, strict=True)):
             order, ordered = p_sorts.sort(k, p)
-            kept = self._target(t, (key, g))
-            kept_groups.append(kept)
             rank_ic = float("nan")
             if p.size >= 2:
-                rank_ic = float(rank_corr(ordered, order, kept.ranks, kept.spread))
+                t_ranks, t_spread = sorts.ranks(k, kept[k])
+                rank_ic = float(rank_corr(ordered, order, t_ranks, t_spread))
             m = _Moments.of(p, t)
             hits, rows = _hits_nb(p, t)
             moments, agree, counted = moments + m, agree + hits, counted + rows
             out[g] = Metrics(m.ic, rank_ic, _rate(hits, rows), p.size)
         rank_ic = float("nan")
         if moments.n >= 2:
-            # the union's targets are the groups' concatenated: the same when theirs are
-            union = self._kept.get(key)
-            if (
-                union is None
-                or len(union.parts) != len(kept_groups)
-                or any(a is not b for a, b in zip(union.parts, kept_groups, strict=True))
-            ):
-                t_sorts = SortedGroups(sizes)
-                for k, kept in enumerate(kept_groups):
-                    t_sorts.put(k, kept.order, kept.ordered)
-                order, ordered = t_sorts.merged()
-                ranks = ranks_from(ordered, order)
-                spreads = float(spread(ranks))
-                union = _Kept(np.empty(0), ranks, spreads, order, ordered, tuple(kept_groups))
-                self._kept[key] = union
+            keep = np.concatenate(kept) if len(kept) > 1 else kept[0]
+            t_ranks, t_spread = sorts.ranks(None, keep)
             order, ordered = p_sorts.merged()
-            rank_ic = float(rank_corr(ordered, order, union.ranks, union.spread))
+            rank_ic = float(rank_corr(ordered, order, t_ranks, t_spread))
         return out, Metrics(moments.ic, rank_ic, _rate(agree, counted), moments.n)
+
+
+class _TargetSorts:
+    """The finite rows of disjoint groups' targets, each group sorted once and the union's
+    sort merged from theirs (on first use); :meth:`ranks` of any subset of those rows from
+    them, without sorting again."""
+
+    def __init__(self, targets: Sequence[FloatArray]) -> None:
+        self.targets = list(targets)
+        self.finite = [np.isfinite(t) for t in self.targets]
+        values = [t[f] for t, f in zip(self.targets, self.finite, strict=True)]
+        self.sorts = SortedGroups([v.size for v in values])
+        for g, v in enumerate(values):
+            self.sorts.sort(g, v)
+        self._union: tuple[npt.NDArray[np.intp], FloatArray] | None = None
+        self._whole: dict[int | None, tuple[FloatArray, float]] = {}
+
+    def holds(self, targets: Sequence[FloatArray]) -> bool:
+        """Whether these are the sorted targets (the same values, NaN where they are)."""
+        return len(targets) == len(self.targets) and all(
+            a is b or (a.shape == b.shape and np.array_equal(a, b, equal_nan=True))
+            for a, b in zip(targets, self.targets, strict=True)
+        )
+
+    def ranks(self, group: int | None, keep: npt.NDArray[np.bool_]) -> tuple[FloatArray, float]:
+        """Average ranks (in row order) and :func:`spread` of the kept finite rows of
+        ``group`` (``None``: the union, rows in group order); ``keep`` masks those rows. All
+        kept: computed once and kept."""
+        whole = bool(keep.all())
+        if whole and group in self._whole:
+            return self._whole[group]
+        if group is None:
+            if self._union is None:
+                self._union = self.sorts.merged()
+            order, ordered = self._union
+        else:
+            order, ordered = self.sorts.group(group)
+        if not whole:
+            order, ordered = subset(order, ordered, keep)
+        ranks: FloatArray = ranks_from(ordered, order)
+        result = (ranks, float(spread(ranks)))
+        if whole:
+            self._whole[group] = result
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,4 +349,3 @@ class _Kept:
     spread: float
     order: npt.NDArray[np.intp]
     ordered: FloatArray
-    parts: tuple[_Kept, ...] = ()  # a union's: its groups' entries (kept alive, by identity)

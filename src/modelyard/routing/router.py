@@ -18,6 +18,7 @@ Rules (see DESIGN.md):
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import Counter
@@ -49,6 +50,7 @@ __all__ = ["AssetSpecificModelRouter", "ContractCheck"]
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
+PREDICT_CHUNK = 1 << 16  # rows per model call in predict_arrays (a few MB of features)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,9 +359,12 @@ class AssetSpecificModelRouter:
         model_of_row: npt.NDArray[Any] | None,
         symbol_at: Callable[[int], str],
         labels: Callable[[npt.NDArray[np.intp]], tuple[Any, ...]],
+        later: Callable[[], npt.NDArray[np.intp]] | None = None,
     ) -> npt.NDArray[np.intp] | None:
         """Check and run ``x`` (the feature rows ``rows`` of ``n``; None = all) through
-        ``model_id``; returns the rows that broke its contract (see ``_predict_rows``)."""
+        ``model_id``; returns the rows that broke its contract (see ``_predict_rows``).
+        ``later``: the broken rows of the chunks after this one (strict mode's error counts
+        and names them too)."""
         check = self._check(model_id)
         bad_rows = None
         if check is not None and len(x):
@@ -371,12 +376,16 @@ class AssetSpecificModelRouter:
                 symbol = symbol_at(first_row)
                 problem = check.row(x[index[0]]) or "contract"
                 if self.strict:
+                    broken = all_rows[index]
+                    if later is not None:
+                        broken = np.concatenate([broken, later()])
+                    count = len(broken)
                     raise ContractViolation(
-                        f"{symbol}: {len(index)} feature row(s) break the contract of model "
+                        f"{symbol}: {count} feature row(s) break the contract of model "
                         f"'{model_id}', first at {labels(np.array([first_row]))[0]}: {problem}",
                         rule=problem,
-                        count=len(index),
-                        first=labels(all_rows[index[:5]]),
+                        count=count,
+                        first=labels(broken[:5]),
                     )
                 for i in index:
                     sym = symbol_at(int(all_rows[i]))
@@ -518,19 +527,42 @@ class AssetSpecificModelRouter:
                 )
                 for mid in order
             ]
+
+        def run(model_id: str, rows: npt.NDArray[np.intp] | None) -> npt.NDArray[np.intp] | None:
+            """``_predict_x`` over ``rows`` (None = all) in chunks of ``PREDICT_CHUNK`` rows:
+            a chunk's feature matrix and the model's intermediates stay small and their memory
+            is reused, where one matrix of every row cost gigabytes of fresh pages."""
+            model = self.model(model_id)
+            total = n if rows is None else len(rows)
+            chunks = [
+                np.arange(lo, min(total, lo + PREDICT_CHUNK), dtype=np.intp)
+                if rows is None
+                else rows[lo : lo + PREDICT_CHUNK]
+                for lo in range(0, total, PREDICT_CHUNK)
+            ]
+            check = self._check(model_id)
+
+            def later_bad(after: int) -> npt.NDArray[np.intp]:  # strict mode: later chunks'
+                found = [np.empty(0, dtype=np.intp)]
+                if check is not None:
+                    found += [c[check.batch(matrix(model_id, c))] for c in chunks[after:]]
+                return np.concatenate(found)
+
+            bad_rows = [
+                self._predict_x(
+                    model_id, model, matrix(model_id, chunk), chunk, n, out, None,
+                    symbol_at, labels, later=functools.partial(later_bad, k + 1),
+                )
+                for k, chunk in enumerate(chunks)
+            ]  # fmt: skip
+            found = [b for b in bad_rows if b is not None]
+            return np.concatenate(found) if found else None
+
         fallback_rows: list[npt.NDArray[np.intp]] = []
         for model_id, rows in plan:
-            x = matrix(model_id, rows)
-            bad = self._predict_x(
-                model_id, self.model(model_id), x, rows, n, out, None, symbol_at, labels
-            )
+            bad = run(model_id, rows)
             if bad is not None:
                 fallback_rows.append(bad)
         if fallback_rows:
-            rows = np.concatenate(fallback_rows)
-            universal = self.universal_id
-            x = matrix(universal, rows)
-            self._predict_x(
-                universal, self.model(universal), x, rows, n, out, None, symbol_at, labels
-            )
+            run(self.universal_id, np.concatenate(fallback_rows))
         return [out[starts[b] : starts[b + 1]] for b in range(len(names_all))]
