@@ -221,3 +221,40 @@ def test_numba_gross_limit_equals_the_python_limiter_on_mixed_calendars(max_gros
     for s, series in out.items():
         assert series.to_numpy().tobytes() == expected[s].tobytes(), s
         assert series.index.equals(weights[s].index)
+
+
+def test_timeline_of_layout_rows_equals_the_sorted_timeline() -> None:
+    """GrossTimeline.of_rows (a counting sort on a layout's rows) is GrossTimeline.of (the
+    stable sort of the timestamps) on mixed calendars, and limits to the same bits."""
+    from modelyard.strategies._vbt_layout import build_layout
+    from modelyard.strategies.policy import GrossTimeline
+
+    rng = np.random.default_rng(5)
+    hours = pd.date_range("2024-01-01", periods=400, freq="1h", tz="UTC")
+    indexes = [
+        hours,
+        hours[(hours.hour >= 14) & (hours.hour < 21)],
+        hours[np.sort(rng.choice(400, 60, replace=False))],
+        hours[:0],
+        hours[100:130],
+    ]
+    bars = {
+        f"S{j}": pd.DataFrame(
+            {c: np.full(len(ix), 100.0) for c in ("open", "high", "low", "close", "volume")},
+            index=ix,
+        )
+        for j, ix in enumerate(indexes)
+    }
+    layout = build_layout(bars, list(bars))
+    by_rows = GrossTimeline.of_rows(layout.rows, len(layout.index))
+    by_stamps = GrossTimeline.of(indexes)
+    assert by_rows.lengths == by_stamps.lengths
+    for field in ("order", "bounds", "symbol"):
+        assert np.array_equal(getattr(by_rows, field), getattr(by_stamps, field)), field
+    weights = {
+        s: pd.Series(rng.normal(scale=0.5, size=len(ix)), index=ix)
+        for s, ix in zip(bars, indexes, strict=True)
+    }
+    a = limit_gross(weights, 1.0, timeline=by_rows)
+    b = limit_gross(weights, 1.0)
+    assert all(a[s].to_numpy().tobytes() == b[s].to_numpy().tobytes() for s in weights)

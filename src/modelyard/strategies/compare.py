@@ -283,7 +283,7 @@ def _compare(
             layout = build_layout(data, names)
         engine = choose_engine(layout, setups)
         # the gross limit couples every symbol: both variants' weights, here
-        timeline = GrossTimeline.of([data[s].index for s in names])  # both variants' bars
+        timeline = GrossTimeline.of_rows(layout.rows, len(layout.index))  # both variants' bars
         signals = {
             v: _variant_signals(v, pieces, data, names, max_gross, timeline, routes[v])
             for v in VARIANTS

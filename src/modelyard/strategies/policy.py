@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -250,6 +251,20 @@ class GrossLimiter:
 
 
 @njit(cache=True, nogil=True)
+def _limit_in_time_order_nb(
+    flat: Any, order: Any, sym: Any, starts: Any, n_symbols: int, max_gross: float
+) -> None:  # pragma: no cover - compiled
+    """:func:`_limit_gross_nb` on ``flat[order]`` (the symbols' weights concatenated, taken in
+    time order), written back to ``flat``."""
+    values = np.empty(order.size, dtype=np.float64)
+    for e in range(order.size):
+        values[e] = flat[order[e]]
+    _limit_gross_nb(values, sym, starts, n_symbols, max_gross)
+    for e in range(order.size):
+        flat[order[e]] = values[e]
+
+
+@njit(cache=True, nogil=True)
 def _limit_gross_nb(
     values: FloatArray,
     sym: npt.NDArray[np.int64],
@@ -320,6 +335,50 @@ class GrossTimeline:
             np.repeat(np.arange(len(indexes), dtype=np.int64), lengths)[order],
         )
 
+    @classmethod
+    def of_rows(cls, rows: Sequence[npt.NDArray[np.intp]], steps: int) -> GrossTimeline:
+        """:meth:`of` the indexes whose bars sit at ``rows`` (per symbol, ascending) of one
+        timeline of ``steps`` sorted distinct timestamps (a vectorbt layout's): a counting
+        sort by step, no comparison sort and no timestamps."""
+        lengths = tuple(len(r) for r in rows)
+        flat = np.concatenate(
+            [np.asarray(r, dtype=np.intp) for r in rows] or [np.empty(0, np.intp)]
+        )
+        order, bounds, symbol = _timeline_nb(flat, np.asarray(lengths, dtype=np.int64), steps)
+        return cls(lengths, order, bounds, symbol)
+
+
+@njit(cache=True, nogil=True)
+def _timeline_nb(flat: Any, lengths: Any, steps: int) -> Any:  # pragma: no cover - compiled
+    """Order, run bounds and symbols of :meth:`GrossTimeline.of_rows`: each step's bars in
+    symbol order, as the stable sort by timestamp gives them."""
+    n = flat.size
+    start = np.zeros(steps + 1, dtype=np.int64)
+    for i in range(n):
+        start[flat[i] + 1] += 1
+    runs = 0
+    for s in range(steps):
+        runs += 1 if start[s + 1] > 0 else 0
+        start[s + 1] += start[s]
+    bounds = np.empty(runs + 1, dtype=np.int64)
+    k = 0
+    for s in range(steps):
+        if start[s + 1] > start[s]:
+            bounds[k] = start[s]
+            k += 1
+    bounds[k] = n
+    order = np.empty(n, dtype=np.intp)
+    symbol = np.empty(n, dtype=np.int64)
+    i = 0
+    for j in range(lengths.size):
+        for _ in range(lengths[j]):
+            at = start[flat[i]]
+            order[at] = i
+            symbol[at] = j
+            start[flat[i]] = at + 1
+            i += 1
+    return order, bounds, symbol
+
 
 def limit_gross(
     weights: Mapping[str, pd.Series],
@@ -334,25 +393,22 @@ def limit_gross(
     """
     symbols = list(weights)
     GrossLimiter(len(symbols), max_gross)  # validates max_gross
-    arrays = {s: np.asarray(weights[s], dtype=np.float64).copy() for s in symbols}
+    arrays = {s: np.asarray(weights[s], dtype=np.float64) for s in symbols}
     # Fast path: no step can break the limit when the sum of the largest |w| stays below it.
-    if not sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values()) <= max_gross:
+    if sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values()) <= max_gross:
+        arrays = {s: a.copy() for s, a in arrays.items()}
+    else:
         if timeline is None:
             timeline = GrossTimeline.of([weights[s].index for s in symbols])
         lengths = [len(arrays[s]) for s in symbols]
         if tuple(lengths) != timeline.lengths:
             raise ValueError("limit_gross: the timeline was built on other indexes")
-        order = timeline.order
-        if len(order):
-            values = np.concatenate([arrays[s] for s in symbols])[order]
-            _limit_gross_nb(
-                values, timeline.symbol, timeline.bounds, len(symbols), float(max_gross)
-            )
-            flat = np.empty_like(values)
-            flat[order] = values
-            edges = np.cumsum([0, *lengths])
-            for i, s in enumerate(symbols):
-                arrays[s] = flat[edges[i] : edges[i + 1]]
+        flat = np.concatenate([arrays[s] for s in symbols] or [np.empty(0)])
+        _limit_in_time_order_nb(
+            flat, timeline.order, timeline.symbol, timeline.bounds, len(symbols), float(max_gross)
+        )
+        edges = np.cumsum([0, *lengths])
+        arrays = {s: flat[edges[i] : edges[i + 1]] for i, s in enumerate(symbols)}
     return {
         s: pd.Series(arrays[s], index=weights[s].index, name="weight", dtype=np.float64)
         for s in symbols
