@@ -15,6 +15,10 @@ the free memory to the system (``malloc_trim``) and sets the thresholds back to 
 static defaults (glibc has no getter: its *dynamic* mmap threshold, which only rises, stays
 off afterwards). Elsewhere (no glibc, or ``MODELYARD_RETAIN_HEAP=0``) it does nothing.
 Nested and concurrent uses count: the outermost exit restores.
+
+:func:`retain_heap_for_process` sets the same for good, for worker processes that only run
+modelyard's shards (``warm_worker``): a trim after every task would hand the next task fresh
+pages again.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["retained_heap"]
+__all__ = ["retain_heap_for_process", "retained_heap"]
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +93,18 @@ def retained_heap() -> Iterator[bool]:
                 _glibc().malloc_trim(ctypes.c_size_t(0))
                 if not _set(_DEFAULTS):
                     log.debug("could not restore glibc's malloc thresholds")
+
+
+def retain_heap_for_process() -> bool:
+    """:func:`retained_heap`'s setting for the rest of this process, never trimmed back: for a
+    worker process that only runs modelyard's shards (``warm_worker``), where every task would
+    otherwise map and fault its arrays afresh. ``MODELYARD_RETAIN_HEAP=0`` turns it off.
+    Returns whether it took effect."""
+    global _depth, _active
+    if os.environ.get("MODELYARD_RETAIN_HEAP", "1") == "0":
+        return False
+    with _lock:
+        if _depth == 0 or not _active:
+            _active = _set(_RETAINED)
+        _depth += 1  # held for good: the outermost exit never comes
+        return _active

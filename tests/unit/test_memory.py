@@ -66,3 +66,39 @@ def test_the_environment_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
         block = np.ones(20_000_000)
         assert _mapped_blocks() == before + 1
         del block
+
+
+@needs_glibc
+def test_a_worker_process_keeps_the_heap_after_every_task() -> None:
+    """retain_heap_for_process (what warm_worker sets): a task's retained_heap exit leaves it
+    on. In a child process: the setting is process-wide."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import ctypes, ctypes.util
+        import numpy as np
+        from modelyard._memory import retain_heap_for_process, retained_heap
+
+        class Info(ctypes.Structure):
+            _fields_ = [(f"f{i}", ctypes.c_size_t) for i in range(10)]
+
+        lib = ctypes.CDLL(ctypes.util.find_library("c"))
+        lib.mallinfo2.restype = Info
+
+        def _mapped_blocks():
+            return lib.mallinfo2().f3  # hblks
+        assert retain_heap_for_process()
+        with retained_heap():
+            pass
+        before = _mapped_blocks()
+        block = np.ones(20_000_000)
+        assert _mapped_blocks() == before, "mapped again after a task"
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

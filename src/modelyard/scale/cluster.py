@@ -11,7 +11,9 @@ two of Dask's defaults changed, each measured to cost 20-45 % CPU per shard on t
 
 It then warms every worker (:func:`~modelyard.scale.shards.warm_worker`, pinned to it), so
 numba's compile of the vectorbt kernels that are not cached on disk happens at start-up and not
-inside the first shard. A worker the nanny restarts after a crash starts cold.
+inside the first shard, and glibc keeps the worker's freed memory in its heap
+(:func:`~modelyard._memory.retain_heap_for_process`). A worker the nanny restarts after a crash
+starts cold.
 
 A script that starts it needs the ``if __name__ == "__main__":`` guard: worker processes are
 spawned and re-import the main module.
