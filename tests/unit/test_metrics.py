@@ -131,7 +131,9 @@ def test_merged_order_is_ascending() -> None:
     assert ordered.tobytes() == values[order].tobytes()
 
 
-@pytest.mark.parametrize("case", ["normal", "float32", "ties", "close", "signs", "tiny"])
+@pytest.mark.parametrize(
+    "case", ["normal", "float32", "ties", "close", "signs", "float32 signs", "tiny"]
+)
 def test_sort_order_is_an_ascending_order(case: str) -> None:
     """The packed-key sort gives a true ascending order and the sorted values, for values
     that tie in their top bits (float32 predictions, values within 1e-9 of each other, long
@@ -145,9 +147,25 @@ def test_sort_order_is_an_ascending_order(case: str) -> None:
         "ties": np.round(rng.normal(size=20_000), 1),
         "close": 1.0 + rng.uniform(0.0, 1e-9, 5_000),  # one top-32-bit run: a real sort
         "signs": np.array([0.0, -0.0, np.inf, -np.inf, -1e-300, 1e-300, -2.5, 2.5, 0.0]),
+        "float32 signs": np.array([0.0, -0.0, np.inf, -np.inf, -2.5, 2.5, 0.0, -0.0, 0.5]),
         "tiny": np.array([3.0]),
     }[case]
     order, ordered = sort_order(x)
     assert sorted(order.tolist()) == list(range(len(x)))
     assert np.all(x[order][1:] >= x[order][:-1])
     assert ordered.tobytes() == x[order].tobytes()
+
+
+def test_pooled_sees_targets_refilled_in_place() -> None:
+    """The kept target sorts are of the values, not of the caller's buffer: a buffer refilled
+    with other targets is sorted again."""
+    from modelyard.models.metrics import TargetRanks
+
+    rng = np.random.default_rng(8)
+    pred = rng.normal(size=500)
+    target = 0.3 * pred + rng.normal(size=500)
+    ranks = TargetRanks()
+    ranks.pooled({"a": (pred, target)}, "pool")
+    target[:] = -target
+    _, whole = ranks.pooled({"a": (pred, target)}, "pool")
+    assert whole == metrics(pred, target)

@@ -106,26 +106,26 @@ def timeframe_seconds(label: str) -> float:
 def acknowledging(base: Any) -> Any:
     """``base`` (an alpaca-py data stream class) whose instances carry ``subscribed``, a
     ``threading.Event`` set when the venue acknowledges a subscription, and call
-    ``on_resubscribed()`` (stream thread) on every acknowledgement after the first.
+    ``on_acknowledged()`` (stream thread) on every acknowledgement, before the event is set.
 
     alpaca-py only logs the acknowledgement. :class:`StreamSource` waits for it before its REST
     backfill, because a bar published between the backfill and the subscription taking effect
-    reaches neither. A later acknowledgement means alpaca-py reconnected by itself after a
-    dropped connection (it does, within about a second): the bars published meanwhile were
-    never sent, and the source fills them over REST before it goes on."""
+    reaches neither. An acknowledgement once the source is live (alpaca-py reconnected by
+    itself after a dropped connection, within about a second; or the first one, later than
+    the source would wait) means bars were published that the stream never sent: the source
+    fills them over REST before it goes on."""
 
     class Acknowledging(base):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.subscribed = threading.Event()
-            self.on_resubscribed: Callable[[], None] | None = None
+            self.on_acknowledged: Callable[[Any], None] | None = None
 
         async def _dispatch(self, msg: Any) -> None:
             if isinstance(msg, dict) and msg.get("T") == "subscription":
-                again = self.subscribed.is_set()
+                if self.on_acknowledged is not None:
+                    self.on_acknowledged(self)
                 self.subscribed.set()
-                if again and self.on_resubscribed is not None:
-                    self.on_resubscribed()
             await super()._dispatch(msg)
 
     Acknowledging.__name__ = Acknowledging.__qualname__ = f"Acknowledging{base.__name__}"
@@ -229,6 +229,8 @@ class StreamSource:
         self._tick = tick
         self.subscribe_timeout = subscribe_timeout
         self._stream_started = 0.0
+        self._subscriptions = 0  # acknowledgements so far (a catch-up checks none came)
+        self._delayed = False  # DELAYED sent to the channels since they were last LIVE
         self.channels: dict[str, BarChannel] = {}
         self.state = "backfill"
         self.reconnects = 0
@@ -264,6 +266,7 @@ class StreamSource:
             return
         for channel in self.channels.values():
             channel.push_status(DELAYED)
+        self._delayed = True
         self._start_stream()
         self._supervisor = threading.Thread(
             target=self._supervise, name=f"modelyard-{self.kind}-watchdog", daemon=True
@@ -282,8 +285,8 @@ class StreamSource:
 
     def _start_stream(self) -> None:
         stream = self._factory()
-        if hasattr(stream, "on_resubscribed"):
-            stream.on_resubscribed = self._resubscribed
+        if hasattr(stream, "on_acknowledged"):
+            stream.on_acknowledged = self._acknowledged
         stream.subscribe_bars(self._handle, *self.channels)
         self._stream = stream
         self._stream_started = time.monotonic()
@@ -328,16 +331,24 @@ class StreamSource:
                 logger.warning("%s stream: bars again; filling the gap over REST", self.kind)
                 self._wake.set()
 
-    def _resubscribed(self) -> None:
-        """alpaca-py reconnected the stream by itself (see :func:`acknowledging`): what was
-        published while it was away is filled over REST, later stream bars are held till then."""
+    def _acknowledged(self, stream: Any) -> None:
+        """The venue acknowledged ``stream``'s subscription (stream thread; see
+        :func:`acknowledging`). Live: alpaca-py reconnected by itself, or the first
+        acknowledgement came after the backfill stopped waiting for it, so what was published
+        meanwhile is filled over REST and later stream bars are held till then. Backfilling or
+        recovering: a catch-up already under way started before this subscription and goes
+        round again (``_subscriptions``). Silent (our own reconnect): the first bar starts the
+        catch-up. A stream this source has replaced is ignored."""
+        if stream is not self._stream:
+            return
         with self._lock:
+            self._subscriptions += 1
             if self.state != "live":
-                return  # backfilling, or our own reconnect: the gap is filled anyway
+                return
+            for channel in self.channels.values():
+                channel.push_status(CONNBROKEN)
             self.state = "recovering"
-        logger.warning("%s stream: reconnected; filling the gap over REST", self.kind)
-        for channel in self.channels.values():
-            channel.push_status(CONNBROKEN)
+        logger.warning("%s stream: resubscribed; filling the gap over REST", self.kind)
         self._wake.set()
 
     # -- the supervisor thread ---------------------------------------------------------------
@@ -387,6 +398,8 @@ class StreamSource:
         stream without a ``subscribed`` event (see :func:`acknowledging`) counts as subscribed;
         after ``subscribe_timeout`` the backfill goes ahead with a warning (the watchdog then
         treats a stream that never delivers as silent). ``False``: stopping."""
+        if self._stop.is_set():
+            return False
         event = getattr(self._stream, "subscribed", None)
         if not isinstance(event, threading.Event):
             return True
@@ -404,13 +417,21 @@ class StreamSource:
         return True
 
     def _catch_up(self, *, initial: bool) -> None:
+        """REST bars since each channel's last bar (all history when ``initial``), then the
+        held stream bars, then ``live``. A subscription acknowledged while the REST bars were
+        fetched (a reconnect, or a late first acknowledgement) may have left a gap after them:
+        their bars are kept, the stream's stay held, and the next tick goes round again."""
         if initial and not self._subscribed():
             return
+        seen = self._subscriptions
+        if not self._delayed:
+            for channel in self.channels.values():
+                channel.push_status(DELAYED)
+            self._delayed = True
         fetched: list[tuple[BarChannel, list[LiveBar]]] = []
         for channel in self.channels.values():
-            start = None if initial else channel.last_ts
-            if not initial:
-                channel.push_status(DELAYED)
+            # no bar yet (an empty backfill): the backfill's window, not all of history
+            start = None if initial or channel.last_ts < 0 else channel.last_ts
             try:
                 fetched.append((channel, self._history(channel, start)))
             except Exception:
@@ -422,11 +443,17 @@ class StreamSource:
                 for bar in bars:
                     if channel.push_bar(bar) and not initial:
                         self.gap_filled += 1
+            if self._subscriptions != seen:
+                self.state = "recovering"
+                logger.warning("%s stream: resubscribed during the catch-up; again", self.kind)
+                return
+            for channel in self.channels.values():
                 channel.push_status(LIVE)
             for bar in sorted(self._pending, key=lambda b: b.ts_ns):
                 by_symbol[bar.symbol].push_bar(bar)
             self._pending.clear()
             self.state = "live"
+            self._delayed = False
             self._last_arrival = time.monotonic()
         logger.info("%s stream: live (%s)", self.kind, "backfilled" if initial else "gap filled")
 

@@ -58,7 +58,9 @@ def sort_order(
 @njit(cache=True, nogil=True)
 def _keys32_nb(x: Any) -> Any:
     """Per row: the order-preserving bit pattern of its value as a float32, then its
-    position; ``(keys, False)`` at the first value that is not a float32 exactly."""
+    position; ``(keys, False)`` at the first value that is not a float32 exactly, or is -0.0
+    (whose own pattern would sort it before 0.0, which it equals: the float64 path orders
+    such ties by position)."""
     n = x.size
     keys = np.empty(n, dtype=np.uint64)
     cell = np.empty(1, dtype=np.float32)
@@ -69,6 +71,8 @@ def _keys32_nb(x: Any) -> Any:
         if np.float64(cell[0]) != x[i]:
             return keys, False
         b = bits[0]
+        if b == sign:  # -0.0
+            return keys, False
         b = ~b if b & sign else b | sign
         keys[i] = (np.uint64(b) << np.uint64(32)) | np.uint64(i)
     return keys, True
@@ -77,8 +81,7 @@ def _keys32_nb(x: Any) -> Any:
 @njit(cache=True, nogil=True)
 def _finish32_nb(keys: Any, order: Any, ordered: Any) -> None:
     """The order and sorted values from sorted float32 keys (:func:`_keys32_nb`): the
-    values decoded from the keys, in one sequential pass. -0.0 keeps its sign (it sorts
-    next to 0.0, which it equals)."""
+    values decoded from the keys, in one sequential pass."""
     cell = np.empty(1, dtype=np.float32)
     bits = cell.view(np.uint32)
     sign = np.uint32(1) << np.uint32(31)

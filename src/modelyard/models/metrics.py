@@ -302,7 +302,7 @@ class _TargetSorts:
     them, without sorting again."""
 
     def __init__(self, targets: Sequence[FloatArray]) -> None:
-        self.targets = list(targets)
+        self.targets = [t.copy() for t in targets]  # the caller may refill its arrays
         self.finite = [np.isfinite(t) for t in self.targets]
         values = [t[f] for t, f in zip(self.targets, self.finite, strict=True)]
         self.sorts = SortedGroups([v.size for v in values])

@@ -423,9 +423,11 @@ class AssetSpecificModelRouter:
 
         ``features[i]`` maps each feature name (of every model that may serve
         ``symbols[i]``, the universal model's too) to a 1-D array of that symbol's rows.
-        Gives exactly what ``predict_frame`` gives on the frame that stacks the blocks in
-        order (same batches, one run per model over its symbols' rows; the same per-row
-        contract fallbacks, counts and NaN), as one float64 array per block. ``index`` (one
+        Gives what ``predict_frame`` gives on the frame that stacks the blocks in order (the
+        same per-row contract fallbacks, counts and NaN), as one float64 array per block. Each
+        model runs over its symbols' rows in chunks of ``PREDICT_CHUNK`` rows (its batch size
+        does not change a row's prediction for the row-wise models modelyard exports; tested
+        equal to one batch). ``index`` (one
         per block) labels rows in a strict-mode :class:`ContractViolation`; default: the
         row's position in its block.
         """

@@ -344,6 +344,8 @@ class GrossTimeline:
         flat = np.concatenate(
             [np.asarray(r, dtype=np.intp) for r in rows] or [np.empty(0, np.intp)]
         )
+        if flat.size and not (int(flat.min()) >= 0 and int(flat.max()) < steps):
+            raise ValueError(f"GrossTimeline.of_rows: rows must lie in [0, {steps})")
         order, bounds, symbol = _timeline_nb(flat, np.asarray(lengths, dtype=np.int64), steps)
         return cls(lengths, order, bounds, symbol)
 
