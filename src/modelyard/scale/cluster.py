@@ -97,7 +97,12 @@ def local_cluster(
 def warm_workers(target: Any) -> dict[str, dict[str, Any]]:
     """Run :func:`~modelyard.scale.shards.warm_worker` once on every worker of ``target`` (a
     cluster or a ``Client``), as ordinary tasks pinned to each worker (the workers' event loops
-    stay responsive during the compile). Returns each worker's report."""
+    stay responsive during the compile). Returns each worker's report.
+
+    Warming also keeps each worker process's freed memory in glibc's heap for good
+    (:func:`~modelyard._memory.retain_heap_for_process`): meant for processes that run
+    modelyard's shards. A cluster of threads in this process (``processes=False``) would keep
+    this process's heap too; set ``MODELYARD_RETAIN_HEAP=0`` there, or do not warm it."""
     from distributed import Client
 
     from modelyard.scale.shards import warm_worker
