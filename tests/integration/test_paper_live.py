@@ -154,9 +154,10 @@ def test_bars_published_while_the_subscription_is_in_flight_are_not_lost(
 def test_a_dropped_data_stream_fills_what_it_missed_while_reconnecting(
     live_emu: Emulator, tmp_path: Path
 ) -> None:
-    # alpaca-py reconnects a dropped stream by itself within about a second, long before the
-    # silence watchdog (5 s here) would notice: the bars published meanwhile come over REST
-    session = make_session(live_emu, tmp_path, ("BTC/USD",))
+    # alpaca-py reconnects a dropped stream by itself within about a second (a few with a
+    # retry), long before the silence watchdog (15 s here) would notice: the bars published
+    # meanwhile come over REST
+    session = make_session(live_emu, tmp_path, ("BTC/USD",), silence_timeout=15.0)
     running = Running(session, live_emu)
     source = session.store.sources["crypto"]
     running.step(5)
