@@ -65,6 +65,10 @@ def _glibc() -> Any:
     return _libc or None
 
 
+def _enabled() -> bool:
+    return os.environ.get("MODELYARD_RETAIN_HEAP", "1") != "0"
+
+
 def _set(values: dict[int, int]) -> bool:
     lib = _glibc()
     if lib is None:
@@ -80,8 +84,7 @@ def retained_heap() -> Iterator[bool]:
     with _lock:
         _depth += 1
         if _depth == 1:
-            enabled = os.environ.get("MODELYARD_RETAIN_HEAP", "1") != "0"
-            _active = enabled and _set(_RETAINED)
+            _active = _enabled() and _set(_RETAINED)
         active = _active
     try:
         yield active
@@ -101,7 +104,7 @@ def retain_heap_for_process() -> bool:
     otherwise map and fault its arrays afresh. ``MODELYARD_RETAIN_HEAP=0`` turns it off.
     Returns whether it took effect."""
     global _depth, _active
-    if os.environ.get("MODELYARD_RETAIN_HEAP", "1") == "0":
+    if not _enabled():
         return False
     with _lock:
         if _depth == 0 or not _active:

@@ -50,7 +50,8 @@ HTTP_KINDS = frozenset(
     {"rate_limit", "server_error", "accept_then_504", "delay", "drop_connection", "reject"}
 )
 ORDER_KINDS = frozenset({"stream_reject", "partial_then_expire", "cancel_race", "duplicate_event"})
-STATE_KINDS = frozenset({"ws_drop", "ws_mute", "ws_slow_subscribe", "market_closed"})
+STREAM_KINDS = frozenset({"ws_drop", "ws_mute", "ws_slow_subscribe"})  # take ``stream``
+STATE_KINDS = STREAM_KINDS | {"market_closed"}
 FAULT_KINDS = HTTP_KINDS | ORDER_KINDS | STATE_KINDS
 STREAMS = ("trading", "stock", "crypto", "all")
 SCRIPT_STEPS = ("new", "partial_fill", "fill", "canceled", "expired", "rejected")
@@ -136,7 +137,7 @@ class FaultPlan:
         if count is not None and count < 1:
             raise ConfigError(f"count must be >= 1 or None, got {count}", key="count")
         stream = params.get("stream", "all")
-        if kind in ("ws_drop", "ws_mute", "ws_slow_subscribe") and stream not in STREAMS:
+        if kind in STREAM_KINDS and stream not in STREAMS:
             raise ConfigError(f"stream must be one of {STREAMS}, got {stream!r}", key="stream")
         if kind in ("stream_reject", "partial_then_expire") and client_order_id is None:
             raise ConfigError(f"{kind} needs client_order_id", key="client_order_id")
@@ -201,26 +202,26 @@ class FaultPlan:
                 return fault
         return None
 
-    def active(self, kind: str, stream: str | None = None) -> bool:
+    def _armed(self, kind: str, stream: str | None) -> Fault | None:
+        """The first armed ``kind`` fault on ``stream`` (``None``: any stream)."""
         with self._lock:
-            return any(
-                f.kind == kind
-                and (stream is None or f.params.get("stream", "all") in (stream, "all"))
-                for f in self._faults
-            )
+            for f in self._faults:
+                if f.kind == kind and (
+                    stream is None or f.params.get("stream", "all") in (stream, "all")
+                ):
+                    return f
+        return None
+
+    def active(self, kind: str, stream: str | None = None) -> bool:
+        return self._armed(kind, stream) is not None
 
     def param(
         self, kind: str, name: str, default: float, stream: str | None = None
     ) -> float | None:
         """``name`` of the first armed ``kind`` fault on ``stream`` (its ``default`` when the fault
         does not say), or ``None`` when no such fault is armed."""
-        with self._lock:
-            for f in self._faults:
-                if f.kind == kind and (
-                    stream is None or f.params.get("stream", "all") in (stream, "all")
-                ):
-                    return float(f.params.get(name, default))
-        return None
+        fault = self._armed(kind, stream)
+        return None if fault is None else float(fault.params.get(name, default))
 
     def pop_script(self, client_order_id: str) -> tuple[list[str], float] | None:
         with self._lock:

@@ -222,13 +222,12 @@ class TargetRanks:
         self._sorts: dict[object, _TargetSorts] = {}
 
     def _target(self, t: FloatArray, key: object) -> _Kept:
-        """The ranks (and sort) of the paired targets ``t``, kept under ``key``."""
+        """The ranks of the paired targets ``t``, kept under ``key``."""
         known = self._kept.get(key)
         if known is not None and np.array_equal(known.values, t):
             return known
-        order, ordered = sort_order(t)
-        ranks = ranks_from(ordered, order)
-        kept = _Kept(t, ranks, float(spread(ranks)), order, ordered)
+        ranks = _ranks(t)
+        kept = _Kept(t, ranks, float(spread(ranks)))
         self._kept[key] = kept
         return kept
 
@@ -268,11 +267,11 @@ class TargetRanks:
         if sorts is None or not sorts.holds(targets):
             sorts = _TargetSorts(targets)
             self._sorts[key] = sorts
-        rows = [
+        paired = [
             np.isfinite(p) & finite for (_, p, _), finite in zip(raw, sorts.finite, strict=True)
         ]
-        kept = [r[finite] for r, finite in zip(rows, sorts.finite, strict=True)]  # among finite
-        pairs = [(p[r], t[r]) for (_, p, t), r in zip(raw, rows, strict=True)]
+        kept = [r[finite] for r, finite in zip(paired, sorts.finite, strict=True)]  # among finite
+        pairs = [(p[r], t[r]) for (_, p, t), r in zip(raw, paired, strict=True)]
         p_sorts = SortedGroups([p.size for p, _ in pairs])
         out: dict[Hashable, Metrics] = {}
         moments = _Moments.of(np.empty(0), np.empty(0))
@@ -314,7 +313,7 @@ class _TargetSorts:
     def holds(self, targets: Sequence[FloatArray]) -> bool:
         """Whether these are the sorted targets (the same values, NaN where they are)."""
         return len(targets) == len(self.targets) and all(
-            a is b or (a.shape == b.shape and np.array_equal(a, b, equal_nan=True))
+            a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
             for a, b in zip(targets, self.targets, strict=True)
         )
 
@@ -342,10 +341,8 @@ class _TargetSorts:
 
 @dataclass(frozen=True, slots=True)
 class _Kept:
-    """A target set's ranks: its values, ranks, spread and sort (order, sorted values)."""
+    """A target set's ranks: its values, ranks and spread."""
 
     values: FloatArray
     ranks: FloatArray
     spread: float
-    order: npt.NDArray[np.intp]
-    ordered: FloatArray

@@ -462,15 +462,15 @@ class AssetSpecificModelRouter:
                 return tuple(int(r) for r in local)
             return tuple(index[b][r] for b, r in zip(blocks, local, strict=True))
 
-        def matrix(model_id: str, rows: npt.NDArray[np.intp] | None) -> npt.NDArray[Any]:
-            """The model's feature matrix of ``rows`` (None = all), in its dtype."""
+        def matrix(model_id: str, rows: npt.NDArray[np.intp]) -> npt.NDArray[Any]:
+            """The model's feature matrix of ``rows``, in its dtype."""
             model = self.model(model_id)
             names = list(self.registry.spec(model_id).features)
-            blocks = np.arange(len(names_all)) if rows is None else block_of(rows)
+            blocks = block_of(rows)
             # each block's positions in ``rows``: ascending rows (the usual) make contiguous
             # runs; else (fallback rows of several models) gather them
             runs: list[tuple[int, slice | npt.NDArray[np.intp]]] = []
-            if len(blocks) and (rows is None or bool(np.all(rows[1:] > rows[:-1]))):
+            if len(blocks) and bool(np.all(rows[1:] > rows[:-1])):
                 cut = np.flatnonzero(blocks[1:] != blocks[:-1]) + 1
                 firsts = np.r_[0, cut].astype(np.intp)
                 runs += [
@@ -479,29 +479,22 @@ class AssetSpecificModelRouter:
                 ]
             else:
                 runs += [(int(b), np.flatnonzero(blocks == b)) for b in np.unique(blocks)]
-            present = [b for b, _ in runs]
-            for b in present:
+            for b, _ in runs:
                 missing = [name for name in names if name not in features[b]]
                 if missing:
                     raise DataError(
                         f"predict_arrays: model '{model_id}' needs columns {missing} that "
                         f"{names_all[b]} lacks"
                     )
-            if rows is None:
-                x = np.empty((n, len(names)), dtype=model.dtype)
-                for b in present:
-                    lo, hi = starts[b], starts[b + 1]
-                    for c, name in enumerate(names):
-                        x[lo:hi, c] = np.asarray(features[b][name])
-                return x
             x = np.empty((len(rows), len(names)), dtype=model.dtype)
             local = rows - starts[blocks]
             for b, at in runs:
                 own = local[at]
-                # ascending distinct rows: a run of the block's size from 0 is all of it
-                if isinstance(at, slice) and len(own) == sizes[b] and own[0] == 0:
-                    for c, name in enumerate(names):  # a whole block, in order (the usual)
-                        x[at, c] = np.asarray(features[b][name])
+                # ascending distinct rows without a gap: a slice of the block's columns
+                if isinstance(at, slice) and int(own[-1]) - int(own[0]) + 1 == len(own):
+                    part = slice(int(own[0]), int(own[-1]) + 1)
+                    for c, name in enumerate(names):
+                        x[at, c] = np.asarray(features[b][name])[part]
                     continue
                 for c, name in enumerate(names):
                     x[at, c] = np.asarray(features[b][name])[own]

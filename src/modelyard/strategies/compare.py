@@ -175,7 +175,8 @@ def compare(
     depend on the executor or the shard size, to the last bit.
 
     ``progress(stage, done, total)`` reports the stages ``signals`` (shards done / total),
-    ``simulate`` (account tasks done / total) and ``stats``. ``_shard_hook`` is for tests only.
+    ``quality`` (pooled-quality tasks done / total), ``simulate`` (account tasks done / total)
+    and ``stats``. ``_shard_hook`` is for tests only.
 
     While it runs, freed memory stays in the process for reuse (:mod:`modelyard._memory`;
     ``MODELYARD_RETAIN_HEAP=0`` turns that off); it is given back when the call returns.
