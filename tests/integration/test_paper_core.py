@@ -336,7 +336,7 @@ def test_crash_after_post_before_acknowledgement(core: Core) -> None:
     _crash(core, "posted")
     core.reopen()
     (row,) = core.journal.orders()
-    assert row.state == "submitted"
+    assert row.state == "intent"  # "submitted" is journaled with the answer
     assert len(core.emu.orders()) == 1
     (recovered,) = core.ex.recover()
     assert recovered.state == "acknowledged"
@@ -622,7 +622,7 @@ def test_crash_in_the_middle_of_a_batch(core: Core) -> None:
     core.reopen()
     rows = core.journal.orders()
     assert len(rows) == 12
-    assert {r.state for r in rows} == {"submitted"}  # the whole batch was marked before POSTing
+    assert {r.state for r in rows} == {"intent"}  # "submitted" is journaled with the answers
     at_venue = {o["client_order_id"] for o in core.emu.orders()}
     assert 3 <= len(at_venue) <= 5  # 3 answered, at most 2 more in flight on 3 workers
     recovered = core.ex.recover()

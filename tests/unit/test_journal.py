@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -190,6 +190,22 @@ def test_a_batch_of_intents_is_one_transaction_with_sequences(journal: Journal) 
     assert rows[3].reason == "risk:kill_switch: on"
     assert [e[1] for e in journal.events(rows[3].client_order_id)] == ["intent", "failed"]
     assert rows[1].client_order_id == make_client_order_id("trend1", "AAPL", BAR, 1)
+
+
+def test_a_batch_returns_the_rows_as_they_read_back(journal: Journal) -> None:
+    """The rows are built from what was written, not read back: they must equal a read."""
+    new_york = timezone(timedelta(hours=-5))
+    rows = journal.record_intents(
+        [
+            spec(qty=3),  # an int quantity reads back as REAL
+            spec("MSFT", qty=None, notional=250, decision_bar_ts=BAR.astimezone(new_york)),
+            spec("MSFT", order_type="limit", limit_price=101, failed_reason="risk:max_units: x"),
+        ]
+    )
+    assert rows == journal.get_many([r.client_order_id for r in rows])
+    assert [type(r.qty) for r in rows] == [float, type(None), float]
+    assert rows[1].decision_bar_ts == BAR
+    assert rows[1].decision_bar_ts.tzinfo == UTC
 
 
 def test_a_batch_is_all_or_nothing(journal: Journal) -> None:
@@ -395,26 +411,6 @@ def test_positions_after_a_reopen_sum_the_whole_history(tmp_path: Path) -> None:
         assert journal.positions() == {"AAPL": 3.0}
     with Journal(path) as journal:
         assert journal.positions() == {"AAPL": 3.0} == _summed_positions(path)
-
-
-def test_mark_submitted_without_returning_gives_the_same_rows(
-    journal: Journal, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SQLite < 3.35 has no UPDATE ... RETURNING: the rows are read before and after."""
-    from modelyard.brokers import journal as journal_module
-
-    first, second, third = journal.record_intents([spec(), spec(), spec("MSFT")])
-    journal.transition(second.client_order_id, "failed", reason="test")
-    ids = [third.client_order_id, first.client_order_id, second.client_order_id]
-    fast = journal.mark_submitted(ids)
-    assert [r.state for r in fast] == ["submitted", "submitted", "failed"]
-    assert fast == journal.get_many(ids)
-    monkeypatch.setattr(journal_module, "_RETURNING", False)
-    (fourth,) = journal.record_intents([spec("NVDA")])
-    slow = journal.mark_submitted([fourth.client_order_id, *ids])
-    assert slow == journal.get_many([fourth.client_order_id, *ids])
-    assert [e[1] for e in journal.events(fourth.client_order_id)] == ["intent", "submitted"]
-    assert [e[1] for e in journal.events(first.client_order_id)] == ["intent", "submitted"]
 
 
 def test_mark_submitted_with_an_unknown_id_changes_nothing(journal: Journal) -> None:

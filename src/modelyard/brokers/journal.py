@@ -81,7 +81,6 @@ from modelyard.brokers._journal_schema import (
     Intent,
     JournalError,
     JournalOrder,
-    add_events,
     broker_state,
     catch_up,
     chunks,
@@ -113,6 +112,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_BACKSTOP_PAGES = 10_000  # SQLite's automatic checkpoint (its default: 1000 pages)
+
+
+def _real(value: float | None) -> float | None:
+    """A number as SQLite's ``REAL`` column gives it back."""
+    return None if value is None else float(value)
 
 
 class Journal:
@@ -248,38 +252,50 @@ class Journal:
     def record_intents(self, intents: Sequence[Intent]) -> list[JournalOrder]:
         """Write every intent in ONE durable (``FULL``) transaction: one fsync for a whole bar.
 
-        All or nothing: when one row cannot be written, none is. Returns the rows in order.
+        All or nothing: when one row cannot be written, none is. Returns the rows in order,
+        built from what was written (not read back: this is on the bar -> POST path).
         """
         now = now_text()
-        texts: dict[datetime, str] = {}  # a bar's orders share one decision time
-        bars: list[str] = []
+        texts: dict[datetime, tuple[str, datetime]] = {}  # a bar's orders share one time
+        bars: list[tuple[str, datetime]] = []
         for intent in intents:
             bar = texts.get(intent.decision_bar_ts)
             if bar is None:  # naive timestamps: refused before writing
-                bar = texts[intent.decision_bar_ts] = utc_text(intent.decision_bar_ts)
+                text = utc_text(intent.decision_bar_ts)
+                bar = texts[intent.decision_bar_ts] = (text, datetime.fromisoformat(text))
             bars.append(bar)
-        coids: list[str] = []
+        rows: list[JournalOrder] = []
         values: list[tuple[Any, ...]] = []
-        born_failed: list[tuple[str, str]] = []
         with self._tx(durable=True) as db:
             seqs = next_seqs_of(
-                db, [(i.strategy_id, i.symbol, bar) for i, bar in zip(intents, bars, strict=True)]
+                db, [(i.strategy_id, i.symbol, b[0]) for i, b in zip(intents, bars, strict=True)]
             )
-            for intent, bar in zip(intents, bars, strict=True):
+            for intent, (bar, moment) in zip(intents, bars, strict=True):
                 key = (intent.strategy_id, intent.symbol, bar)
                 seq = seqs[key]
                 seqs[key] = seq + 1  # two intents of one symbol in one batch
                 coid = client_order_id_for(intent.strategy_id, intent.symbol, bar, seq)
+                qty, notional, limit = (
+                    _real(intent.qty),
+                    _real(intent.notional),
+                    _real(intent.limit_price),
+                )
                 values.append(
                     (
                         coid, intent.strategy_id, intent.symbol, intent.position_symbol,
-                        intent.side, intent.qty, intent.notional, intent.order_type,
-                        intent.limit_price, intent.time_in_force, bar, seq, now, now,
+                        intent.side, qty, notional, intent.order_type, limit,
+                        intent.time_in_force, bar, seq, now, now,
                     )
                 )  # fmt: skip
-                if intent.failed_reason is not None:
-                    born_failed.append((coid, intent.failed_reason))
-                coids.append(coid)
+                failed = intent.failed_reason
+                rows.append(
+                    JournalOrder(
+                        coid, intent.strategy_id, intent.symbol, intent.position_symbol,
+                        intent.side, qty, notional, intent.order_type, limit,
+                        intent.time_in_force, moment, seq, "intent" if failed is None else
+                        "failed", failed, None, 0.0, None,
+                    )
+                )  # fmt: skip
             db.executemany(
                 "INSERT INTO orders (client_order_id, strategy_id, symbol, position_symbol,"
                 " side, qty, notional, order_type, limit_price, time_in_force,"
@@ -290,11 +306,11 @@ class Journal:
             db.executemany(
                 "INSERT INTO events (client_order_id, from_state, to_state, reason, detail, at)"
                 " VALUES (?, NULL, 'intent', NULL, NULL, ?)",
-                [(coid, now) for coid in coids],
+                [(row.client_order_id, now) for row in rows],
             )
-            for coid, reason in born_failed:
-                set_state(db, coid, "intent", "failed", reason, None, now)
-            rows = self.get_many(coids)
+            for intent, row in zip(intents, rows, strict=True):
+                if intent.failed_reason is not None:
+                    set_state(db, row.client_order_id, "intent", "failed", row.reason, None, now)
         return rows
 
     # -- transitions -------------------------------------------------------------------------
@@ -317,33 +333,16 @@ class Journal:
             return self.get(client_order_id)
 
     def mark_submitted(self, client_order_ids: Sequence[str]) -> list[JournalOrder]:
-        """``intent -> submitted`` for a batch about to be POSTed, in one ``NORMAL`` transaction
-        (:meth:`OrderExecutor.recover` treats both states alike). Rows already past ``intent``
-        are left as they are. Returns the rows in order.
-
-        One ``UPDATE ... RETURNING`` moves the rows and reads them back (SQLite >= 3.35; older
-        versions read before and after): it is on the bar -> POST path."""
+        """``intent -> submitted`` for a batch that was POSTed, in one ``NORMAL`` transaction
+        (the executor journals it with the answers; :meth:`OrderExecutor.recover` treats both
+        states alike). Rows already past ``intent`` are left as they are; an unknown id raises
+        and changes nothing. Returns the rows in order."""
         now = now_text()
         ids = list(dict.fromkeys(client_order_ids))
         with self._tx(durable=False) as db:
-            if not _RETURNING:
-                states = {row.client_order_id: row.state for row in self.get_many(ids)}
-                moves = [(c, "intent") for c in ids if states[c] == "intent"]
-                set_states(db, moves, "submitted", now)
-                return self.get_many(client_order_ids)
-            moved: dict[str, JournalOrder] = {}
-            for chunk in chunks(ids):  # "+state": look the ids up, not every intent row
-                marks = ",".join("?" * len(chunk))
-                sql = (
-                    "UPDATE orders SET state = 'submitted', updated_at = ? WHERE +state = 'intent'"
-                    f" AND client_order_id IN ({marks}) RETURNING {ORDER_COLUMNS}"
-                )
-                moved.update((r[0], make_order(r)) for r in db.execute(sql, (now, *chunk)))
-            add_events(db, [(c, "intent") for c in ids if c in moved], "submitted", now)
-            rest = [c for c in ids if c not in moved]
-            if rest:  # past intent already, or unknown (raises: nothing is kept)
-                moved.update(zip(rest, self.get_many(rest), strict=True))
-            return [moved[coid] for coid in client_order_ids]
+            states = {row.client_order_id: row.state for row in self.get_many(ids)}
+            set_states(db, [(c, "intent") for c in ids if states[c] == "intent"], "submitted", now)
+            return self.get_many(client_order_ids)
 
     def apply_broker(
         self,
@@ -559,9 +558,6 @@ class Journal:
                 "updated_at = excluded.updated_at",
                 (key, json.dumps(value), now_text()),
             )
-
-
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35)  # UPDATE ... RETURNING
 
 
 class _PositionSums:
