@@ -259,11 +259,11 @@ class Journal:
         texts: dict[datetime, tuple[str, datetime]] = {}  # a bar's orders share one time
         bars: list[tuple[str, datetime]] = []
         for intent in intents:
-            bar = texts.get(intent.decision_bar_ts)
-            if bar is None:  # naive timestamps: refused before writing
+            known = texts.get(intent.decision_bar_ts)
+            if known is None:  # naive timestamps: refused before writing
                 text = utc_text(intent.decision_bar_ts)
-                bar = texts[intent.decision_bar_ts] = (text, datetime.fromisoformat(text))
-            bars.append(bar)
+                known = texts[intent.decision_bar_ts] = (text, datetime.fromisoformat(text))
+            bars.append(known)
         rows: list[JournalOrder] = []
         values: list[tuple[Any, ...]] = []
         with self._tx(durable=True) as db:
