@@ -224,6 +224,38 @@ def test_dask_cluster_equals_serial(dask_client: Any, kind: str, size: int) -> N
     assert_identical(got, serial(kind))
 
 
+def _where() -> str:
+    return str(distributed.get_worker().address)
+
+
+def test_dask_runner_moves_data_directly_and_spreads_small_batches(dask_client: Any) -> None:
+    """On a cluster of this machine results and shared values skip the scheduler's relay
+    (unless the client says otherwise); a batch of one call per worker runs one per worker,
+    and an argument the calls share is sent to every worker once."""
+    from modelyard.scale.executors import _on_this_machine, _Shared, resolve_executor
+
+    with resolve_executor(dask_client) as runner:
+        assert runner.direct
+        workers = list(dask_client.nthreads())
+        for _ in range(3):
+            where = runner.map(_where, [(), ()], name="where", done=lambda d, t: None)
+            assert where == workers
+        shared = np.arange(5.0)
+        sums = runner.map(np.sum, [(shared,), (shared,)], name="sum", done=lambda d, t: None)
+        assert sums == [10.0, 10.0]
+        future = _Shared(runner, shared).argument()
+        assert isinstance(future, distributed.Future)
+        assert set(dask_client.who_has(future)[future.key]) == set(workers)
+    address = dask_client.scheduler.address
+    with (
+        distributed.Client(address, direct_to_workers=False) as relayed,
+        resolve_executor(relayed) as runner,
+    ):
+        assert not runner.direct  # the client's word wins
+    assert not _on_this_machine("tcp://10.255.255.1:8786")
+    assert _on_this_machine("tcp://127.0.0.1:8786")
+
+
 def test_workers_hold_one_router_and_one_session_per_model(
     pool: ProcessPoolExecutor, dask_client: Any
 ) -> None:

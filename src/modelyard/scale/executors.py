@@ -31,11 +31,15 @@ propagates.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import difflib
+import functools
 import logging
 import multiprocessing
 import os
+import socket
 import sys
+import threading
 import uuid
 import warnings
 from collections import Counter
@@ -44,6 +48,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelyard.errors import ConfigError
 
@@ -242,7 +247,16 @@ class FuturesRunner(Runner):
 
 
 class DaskRunner(Runner):
-    """A ``distributed.Client``: one task per call, results gathered as they complete."""
+    """A ``distributed.Client``: one task per call, results gathered as they complete.
+
+    Results and shared arguments move straight between this process and the workers
+    (``direct``) when the client asks for it (``direct_to_workers=True``), or, when it leaves
+    it open (Dask's default), when the scheduler and every worker are on this machine. Dask
+    otherwise relays them through the scheduler: one more copy in and out, which on a 2-core
+    machine competes with the workers (40 x 20,000 bars: 0.83 s a run relayed, 0.78 s
+    direct). A remote cluster keeps Dask's relay unless the client says otherwise (its workers
+    may not be reachable from here).
+    """
 
     kind = "dask"
     in_process = False
@@ -250,7 +264,9 @@ class DaskRunner(Runner):
     def __init__(self, client: Any, *, owned: list[Any], retries: int) -> None:
         self.client = client
         self._owned = owned  # closed in this order (client before its cluster)
-        super().__init__(max(sum(client.nthreads().values()), 1), retries)
+        workers = client.nthreads()
+        self.direct = _direct_transfers(client, list(workers))
+        super().__init__(max(sum(workers.values()), 1), retries)
 
     def describe(self) -> str:
         return f"dask {self.client.scheduler.address} ({self.workers} threads)"
@@ -265,7 +281,14 @@ class DaskRunner(Runner):
         for args in calls:
             for a in args:
                 if uses[id(a)] > 1 and id(a) not in sent:
-                    sent[id(a)] = self.client.scatter([a], broadcast=True, hash=False)[0]
+                    sent[id(a)] = _Shared(self, a).argument()
+        # A batch of at most one call per worker (the quality and account tasks) is spread
+        # over the workers, one each, as a preference (another worker may still take one):
+        # placing tasks that depend on broadcast data while every worker was busy, the
+        # scheduler was seen to queue two on one worker and leave the other idle (a run
+        # 1.1 s instead of 0.8 s, one run in three).
+        workers = list(self.client.nthreads()) if len(calls) > 1 else []
+        spread = 1 < len(calls) <= len(workers)
         with warnings.catch_warnings():
             # each shard's bars are sent once per stage; that is the design, not a repetition
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
@@ -275,6 +298,8 @@ class DaskRunner(Runner):
                     *(sent.get(id(a), a) for a in args),
                     key=f"modelyard-{name}-{i}-{token}",
                     retries=self.retries,
+                    workers=[workers[i]] if spread else None,
+                    allow_other_workers=spread,
                 )
                 for i, args in enumerate(calls)
             ]
@@ -294,7 +319,7 @@ class DaskRunner(Runner):
                         raise exc
                     results[i] = WorkerLost(f"KilledWorker: {exc}", self.retries + 1)
                 else:
-                    results[i] = future.result()
+                    results[i] = self.client.gather(future, direct=self.direct)
                 done(len(results), len(futures))
         finally:
             unfinished = [f for f in futures if not f.done()]
@@ -306,6 +331,73 @@ class DaskRunner(Runner):
         for thing in self._owned:
             thing.close()
         self._owned.clear()
+
+
+class _Shared:
+    """A value on its way to every worker of a :class:`DaskRunner` (a broadcast scatter, on a
+    thread of its own so that it can be given up).
+
+    :meth:`argument` is its Dask future once every worker has it. A worker lost while the
+    broadcast runs can leave it waiting for good (Dask replicates to the workers it started
+    with), so when a worker of those is gone before it is done, :meth:`argument` gives the
+    value itself instead: it then travels inside each task, which any worker can run.
+
+    Sending the run's layout this way early, while the workers computed the signals, was
+    tried: the copies competed with the signals for the 2 cores and the run got slower
+    (0.86 against 0.82 s)."""
+
+    def __init__(self, runner: DaskRunner, value: Any) -> None:
+        self.value = value
+        self._client = runner.client
+        self._workers = set(runner.client.nthreads())
+        self._future: Any = None
+        self._done = threading.Event()
+        thread = threading.Thread(
+            target=self._send, args=(runner.direct,), name="modelyard-share", daemon=True
+        )
+        thread.start()
+
+    def _send(self, direct: bool) -> None:
+        try:
+            self._future = self._client.scatter(
+                [self.value], broadcast=True, hash=False, direct=direct
+            )[0]
+        except Exception as exc:  # the value travels inside the tasks instead
+            log.warning("broadcast to the workers failed (%s); sending it with each task", exc)
+        finally:
+            self._done.set()
+
+    def argument(self) -> Any:
+        """The future when every worker has the value, else the value (class docstring)."""
+        while not self._done.wait(0.05):
+            if not self._workers <= set(self._client.nthreads()):
+                log.warning("a worker was lost during a broadcast; sending it with each task")
+                return self.value
+        return self.value if self._future is None else self._future
+
+
+def _direct_transfers(client: Any, workers: Sequence[str]) -> bool:
+    """:attr:`DaskRunner.direct`: the client's ``direct_to_workers`` when set, else whether the
+    scheduler and every worker of ``workers`` (addresses) are on this machine."""
+    if client.direct_to_workers is not None:
+        return bool(client.direct_to_workers)
+    return all(_on_this_machine(a) for a in [client.scheduler.address, *workers])
+
+
+def _on_this_machine(address: str) -> bool:
+    scheme, _, rest = address.partition("://")
+    if scheme == "inproc":
+        return True
+    host = urlsplit(f"//{rest}").hostname
+    return host is not None and host in _local_hosts()
+
+
+@functools.cache
+def _local_hosts() -> frozenset[str]:
+    names = {"localhost", "127.0.0.1", "::1", socket.gethostname()}
+    with contextlib.suppress(OSError):
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    return frozenset(names)
 
 
 def _pool_size(pool: cf.Executor) -> int:
