@@ -164,7 +164,7 @@ class Poster:
         return self.client.get_clock()
 
     def post_all(self, rows: list[JournalOrder]) -> list[Answer]:
-        """POST every row (``submitted``), concurrently when there are several and a factory."""
+        """POST every row (journaled intents), concurrently when there are several and a factory."""
         if len(rows) <= 1 or self._client_factory is None or self.post_workers == 1:
             return [self.post(row, self.client) for row in rows]
         return list(self._workers().map(self._post_on_worker, rows))
