@@ -309,6 +309,49 @@ def test_partial_fills_reach_notify_order(
     store.close()
 
 
+def test_a_fill_between_bars_reaches_notify_order_without_a_bar(
+    live_emu: Emulator, tmp_path: Path
+) -> None:
+    """The order's updates come 50-100 ms after it, and no bar follows: the trade updates
+    wake the loop (``BarHub.poke``), and with Backtrader's ``quicknotify`` the strategy hears
+    of them at once. Without the wake the loop would sleep through the data's qcheck (30 s
+    here) and the test would time out."""
+    store = AlpacaStore.for_emulator(
+        live_emu, journal=tmp_path / "j.db", risk=emulator_risk(TIMEFRAMES), silence_timeout=60.0
+    )
+    seen: list[tuple[str, float, float]] = []
+    cerebro = bt.Cerebro(stdstats=False, quicknotify=True)
+    cerebro.setbroker(store.getbroker())
+    data = store.getdata("AAPL", "1d", backfill_bars=5)
+    data.p.qcheck = 30.0
+    cerebro.adddata(data, name="AAPL")
+    script = ("new", "fill")
+    cerebro.addstrategy(OneOrder, store=store, emu=live_emu, script=script, seen=seen)
+    thread = threading.Thread(target=cerebro.run, daemon=True)
+    thread.start()
+    wait_until(lambda: store.sources["stock"].state == "live", 10.0)
+    live_emu.wait_for_streams(timeout=10.0, trading=1)
+    for _ in range(40):  # to the next AAPL bar, which is live; then no more bars
+        live_emu.advance(1)
+        if wait_until_or_not(lambda: bool(store.journal.orders()), 0.05):
+            break
+    wait_until(lambda: any(s[0] == "Completed" for s in seen), 5.0)
+    assert [s[0] for s in seen] == ["Submitted", "Accepted", "Completed"]
+    store.stop()
+    thread.join(40.0)
+    assert_invariant(store.journal, live_emu)
+    store.close()
+
+
+def wait_until_or_not(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return bool(condition())
+
+
 def test_keys_never_in_logs_or_repr(
     live_emu: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -147,3 +147,23 @@ def test_an_acknowledgement_of_a_replaced_stream_is_ignored() -> None:
         assert _statuses(channel) == ["DELAYED", "LIVE"]
     finally:
         source.stop()
+
+
+def test_a_poke_wakes_the_loop_once() -> None:
+    """Pokes coalesce: however many arrive while the loop is busy, the next wait returns at
+    once and the one after waits again (for its timeout, here)."""
+    hub = BarHub()
+    hub.poke()
+    hub.poke()
+    started = time.monotonic()
+    hub.wait(5.0)
+    assert time.monotonic() - started < 1.0
+    started = time.monotonic()
+    hub.wait(0.2)
+    assert time.monotonic() - started >= 0.15
+    waiter = threading.Thread(target=hub.wait, args=(5.0,))
+    waiter.start()
+    time.sleep(0.05)
+    hub.poke()  # wakes a waiting loop
+    waiter.join(1.0)
+    assert not waiter.is_alive()

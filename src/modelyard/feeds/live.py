@@ -6,7 +6,7 @@ Pieces (plain classes; :class:`AlpacaLiveData` is the thin Backtrader shell):
   (strictly increasing, a bar at or before the last one is dropped) and queued with the
   status changes between them, so a status reaches the strategy right before the first bar
   it applies to. All channels of a store share one :class:`BarHub` that wakes the Backtrader
-  loop when anything arrives.
+  loop when anything arrives (and when the broker has news: :meth:`BarHub.poke`).
 * :class:`StreamSource` - one alpaca-py data stream (``StockDataStream`` or
   ``CryptoDataStream``; one connection per feed and key, so every symbol of a kind shares it)
   in a background thread, plus a supervisor thread. States: ``backfill`` -> ``live`` ->
@@ -133,16 +133,30 @@ def acknowledging(base: Any) -> Any:
 
 
 class BarHub:
-    """Wakes the Backtrader loop: a condition and the number of queued items, store-wide."""
+    """Wakes the Backtrader loop: a condition and the number of queued items, store-wide.
+
+    :meth:`poke` wakes it without a bar, for news the broker applies in a loop round without
+    one (a journaled trade update: ``notify_order`` then fires when the venue's news is in,
+    not at the next bar or the next ``qcheck`` timeout). Pokes coalesce: those that arrive
+    while the loop is busy cost one more round, not one each."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.pending = 0
+        self._poked = False
 
     def wait(self, timeout: float) -> None:
         with self.cond:
-            if self.pending == 0 and timeout > 0:
+            if self.pending == 0 and not self._poked and timeout > 0:
                 self.cond.wait(timeout)
+            self._poked = False
+
+    def poke(self) -> None:
+        """Wake the loop for one round without a bar."""
+        with self.cond:
+            if not self._poked:
+                self._poked = True
+                self.cond.notify_all()
 
 
 class BarChannel:
