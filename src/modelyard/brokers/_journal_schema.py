@@ -33,7 +33,6 @@ __all__ = [
     "JournalError",
     "JournalOrder",
     "add_event",
-    "add_events",
     "broker_state",
     "catch_up",
     "chunks",
@@ -42,11 +41,9 @@ __all__ = [
     "make_client_order_id",
     "make_order",
     "next_seqs",
-    "next_seqs_of",
     "now_text",
     "order_state",
     "refresh_fills",
-    "row_to_order",
     "set_state",
     "set_states",
     "utc_text",
@@ -232,13 +229,6 @@ def make_order(values: Sequence[Any]) -> JournalOrder:
     )  # fmt: skip
 
 
-def row_to_order(row: sqlite3.Row) -> JournalOrder:
-    """A :class:`JournalOrder` from a row with the column names (any column order)."""
-    values = {name: row[name] for name in JournalOrder.__dataclass_fields__}
-    values["decision_bar_ts"] = datetime.fromisoformat(values["decision_bar_ts"])
-    return JournalOrder(**values)
-
-
 # -- row-level SQL (inside the caller's transaction) ---------------------------------------
 def fill_totals(db: sqlite3.Connection, client_order_id: str) -> tuple[float, float]:
     """``(quantity, quantity x price)`` of the journaled fills of one order."""
@@ -325,14 +315,6 @@ def set_states(
         "UPDATE orders SET state = ?, updated_at = ? WHERE client_order_id = ?",
         [(to_state, now, coid) for coid, _ in moves],
     )
-    add_events(db, moves, to_state, now)
-
-
-def add_events(
-    db: sqlite3.Connection, moves: Sequence[tuple[str, str]], to_state: str, now: str
-) -> None:
-    """The audit rows (and log lines) of ``(client_order_id, current) -> to_state`` moves
-    already made (no reason, no detail), in one statement."""
     db.executemany(
         "INSERT INTO events (client_order_id, from_state, to_state, reason, detail, at)"
         " VALUES (?,?,?,?,NULL,?)",
@@ -367,17 +349,11 @@ def chunks(ids: Sequence[str]) -> Iterator[tuple[str, ...]]:
         yield tuple(ids[start : start + _CHUNK])
 
 
-def next_seqs(db: sqlite3.Connection, intents: Sequence[Intent]) -> dict[tuple[str, str, str], int]:
-    """The next sequence number of every (strategy, symbol, decision bar) of a batch of intents,
-    one read per (strategy, decision bar); keys use the bar's UTC text (:func:`utc_text`)."""
-    keys = [(i.strategy_id, i.symbol, utc_text(i.decision_bar_ts)) for i in intents]
-    return next_seqs_of(db, keys)
-
-
-def next_seqs_of(
+def next_seqs(
     db: sqlite3.Connection, keys: Iterable[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], int]:
-    """:func:`next_seqs` of ``(strategy, symbol, bar UTC text)`` keys."""
+    """The next sequence number of every ``(strategy, symbol, bar)`` key of a batch, the bar
+    in its UTC text (:func:`utc_text`); one read per (strategy, decision bar)."""
     groups: dict[tuple[str, str], set[str]] = {}
     for strategy_id, symbol, bar in keys:
         groups.setdefault((strategy_id, bar), set()).add(symbol)

@@ -88,7 +88,7 @@ from modelyard.brokers._journal_schema import (
     fill_totals,
     make_client_order_id,
     make_order,
-    next_seqs_of,
+    next_seqs,
     now_text,
     order_state,
     refresh_fills,
@@ -267,7 +267,7 @@ class Journal:
         rows: list[JournalOrder] = []
         values: list[tuple[Any, ...]] = []
         with self._tx(durable=True) as db:
-            seqs = next_seqs_of(
+            seqs = next_seqs(
                 db, [(i.strategy_id, i.symbol, b[0]) for i, b in zip(intents, bars, strict=True)]
             )
             for intent, (bar, moment) in zip(intents, bars, strict=True):
