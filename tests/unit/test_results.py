@@ -103,6 +103,23 @@ def test_empty_result_round_trips(tmp_path: Path) -> None:
     pdt.assert_frame_equal(back.trades, result.trades)
 
 
+def test_a_typed_frame_is_not_rebuilt_and_stays_independent() -> None:
+    """A frame already in the schema is kept as it is (no copy of its columns), yet a change
+    to either frame does not reach the other (copy on write); any other frame is rebuilt."""
+    typed = _typed(_orders([("2024-01-02", "AAPL", "buy", 1.0, 10.0, 0.1)]), ORDER_COLUMNS)
+    again = _typed(typed, ORDER_COLUMNS)
+    assert again is not typed
+    pdt.assert_frame_equal(again, typed, check_exact=True)
+    assert np.shares_memory(again["price"].to_numpy(), typed["price"].to_numpy())
+    again.loc[0, "price"] = 11.0
+    assert typed.loc[0, "price"] == 10.0
+    reordered = typed[list(reversed(ORDER_COLUMNS))].set_axis(pd.RangeIndex(5, 6))
+    rebuilt = _typed(reordered, ORDER_COLUMNS)
+    assert list(rebuilt.columns) == list(ORDER_COLUMNS)
+    assert rebuilt.index.equals(pd.RangeIndex(1))
+    pdt.assert_frame_equal(rebuilt, typed, check_exact=True)
+
+
 def test_save_refuses_a_non_empty_folder_and_leaves_no_temp_folders(tmp_path: Path) -> None:
     result = _result()
     folder = result.save(tmp_path / "run")

@@ -104,6 +104,16 @@ _FLOAT_FORMAT = "%.17g"
 
 def _typed(frame: pd.DataFrame, schema: Mapping[str, str]) -> pd.DataFrame:
     """``frame`` with exactly the ``schema`` columns, in order, with its dtypes."""
+    if (
+        list(frame.columns) == list(schema)
+        and all(frame[c].dtype == _PANDAS_DTYPES[d] for c, d in schema.items())
+        and isinstance(frame.index, pd.RangeIndex)
+        and frame.index.equals(pd.RangeIndex(len(frame)))
+        and frame.index.name is None
+        and frame.columns.name is None
+        and not frame.attrs
+    ):  # already in shape (a Result's own frame): a new frame on the same data, copy on write
+        return frame.copy(deep=False)
     data: dict[str, pd.Series] = {}
     for column, dtype in schema.items():
         if column in frame.columns:
