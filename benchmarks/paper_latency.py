@@ -22,7 +22,13 @@ our pipeline's gain. Measured side by side in one run, the steps alternating:
 * ``ours - raw``: what our pipeline adds at p50 and p99 (feed parse, Backtrader loop, strategy,
   risk, journal). The goal line compares the p99 of ``bar -> POST answered`` minus the p99 of
   the raw burst's ``t0 -> answered`` with 5 ms;
-* ``single order``: one raw ``submit_order`` at a time (the venue's unloaded response time).
+* ``single order``: one raw ``submit_order`` at a time (the venue's unloaded response time);
+* ``Backtrader's own bar step``: the framework's floor. The same 50 symbols and the same
+  one-share buys, as a plain Backtrader backtest (``BackBroker``, bars from memory, no
+  network, no journal, no risk checks): the time of one turn of its loop, from one
+  ``next()`` to the next, with the last bar's 50 orders filling and 50 new ones placed (as in
+  our steps: the emulator fills a bar's market orders at the next bar), and with no orders.
+  Our step does that same Backtrader work before its first POST, live.
 
 Our t0 is taken after the websocket frame was read and decoded, so the bar's transit from the
 venue is not counted (it would be the same for any client). ``first of step`` isolates the
@@ -40,6 +46,8 @@ Run: ``.venv/bin/python benchmarks/paper_latency.py [--venue thread] [--steps 20
 from __future__ import annotations
 
 import argparse
+import gc
+import itertools
 import multiprocessing
 import os
 import statistics
@@ -97,6 +105,43 @@ class BuyEveryLiveBar(bt.Strategy):  # type: ignore[misc]
                 self.seen[i] = len(data)
                 if data._laststatus == data.LIVE:
                     self.buy(data=data, size=1)
+
+
+class _BuyEveryBar(bt.Strategy):  # type: ignore[misc]
+    """The backtest twin of :class:`BuyEveryLiveBar` (``buy=False``: no orders), timing each
+    bar step: from one ``next()`` to the next is one turn of Backtrader's loop (50 datas
+    advanced, the broker's fills of the last bar's orders and their notifications)."""
+
+    params = (("buy", True),)
+
+    def __init__(self) -> None:
+        self.stamps: list[float] = []
+
+    def next(self) -> None:
+        self.stamps.append(time.perf_counter())
+        if self.p.buy:
+            for data in self.datas:
+                self.buy(data=data, size=1)
+
+
+def framework_floor(*, buy: bool) -> list[float]:
+    """Seconds per bar step of Backtrader's own backtest loop on the benchmark's 50 symbols
+    (``BackBroker``, bars from memory, no network, no journal; the garbage collector off, as
+    in our steps): what any Backtrader-driven strategy pays per bar before its first order
+    can leave, measured in this run."""
+    cerebro = bt.Cerebro(stdstats=False, runonce=False, preload=False)
+    cerebro.broker.setcash(1e12)
+    for i, symbol in enumerate(SYMBOLS):
+        frame = _bars(i).tz_convert(None)
+        cerebro.adddata(bt.feeds.PandasData(dataname=frame), name=symbol)
+    cerebro.addstrategy(_BuyEveryBar, buy=buy)
+    gc.disable()  # as in our steps (TradeUpdateGate defers the collector)
+    try:
+        strategy = cerebro.run()[0]
+    finally:
+        gc.enable()
+    stamps = strategy.stamps[20:]  # past the first bars (caches, the first orders' fills)
+    return [b - a for a, b in itertools.pairwise(stamps)]
 
 
 def _cuts(values: list[float]) -> tuple[float, float]:
@@ -243,6 +288,7 @@ def main() -> None:
         timeframe=pd.Timedelta(minutes=1).to_pytimedelta(), stale_factor=3.0,
         max_orders_per_minute=None, enforce_market_hours=False,
     )  # fmt: skip
+    floor_idle, floor_buy = framework_floor(buy=False), framework_floor(buy=True)
     tmp = Path(tempfile.mkdtemp(prefix="paper-latency-", dir=os.environ.get("JOURNAL_DIR")))
     print(f"venue: {args.venue}; journal: {tmp}; POST threads: {POST_WORKERS} (ours and raw)")
     with _venue(args.venue) as emu:
@@ -325,6 +371,9 @@ def main() -> None:
     ):
         d50, d99 = _diff(ours, raw_values)
         print(f"ours - raw, {label}:  p50 {d50:+7.2f} ms   p99 {d99:+7.2f} ms")
+    print(f"Backtrader's own bar step (backtest, BackBroker, {N_SYMBOLS} datas, no I/O):")
+    print(f"  {N_SYMBOLS} fills + {N_SYMBOLS} new orders a bar:              {_q(floor_buy)}")
+    print(f"  no orders (the datas advance):                {_q(floor_idle)}")
     d99 = _diff(answered, raw_burst.answered)[1]
     verdict = "met" if d99 <= GOAL_MS else "NOT met"
     print(
