@@ -318,9 +318,8 @@ class OrderExecutor:
         return asset
 
     def _send(self, row: JournalOrder) -> JournalOrder:
-        """POST one journaled row (recovery); raises :class:`OrderRejected` on a refusal."""
-        if row.state == "intent":
-            row = self.journal.transition(row.client_order_id, "submitted")
+        """POST one journaled row (recovery); raises :class:`OrderRejected` on a refusal.
+        ``submitted`` is journaled with the answer, as for a batch (:meth:`_record`)."""
         (answer,) = self._record([self._poster.post(row, self.client, resend=True)])
         if answer.error is not None:
             raise answer.error

@@ -332,17 +332,17 @@ class Journal:
             set_state(db, client_order_id, current, to_state, reason, None, now)
             return self.get(client_order_id)
 
-    def mark_submitted(self, client_order_ids: Sequence[str]) -> list[JournalOrder]:
+    def mark_submitted(self, client_order_ids: Sequence[str]) -> None:
         """``intent -> submitted`` for a batch that was POSTed, in one ``NORMAL`` transaction
         (the executor journals it with the answers; :meth:`OrderExecutor.recover` treats both
         states alike). Rows already past ``intent`` are left as they are; an unknown id raises
-        and changes nothing. Returns the rows in order."""
+        and changes nothing. Returns nothing: its caller journals each answer next and reads
+        the rows then."""
         now = now_text()
         ids = list(dict.fromkeys(client_order_ids))
         with self._tx(durable=False) as db:
             states = {row.client_order_id: row.state for row in self.get_many(ids)}
             set_states(db, [(c, "intent") for c in ids if states[c] == "intent"], "submitted", now)
-            return self.get_many(client_order_ids)
 
     def apply_broker(
         self,
