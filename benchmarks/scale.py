@@ -11,7 +11,9 @@ timeline) it times:
 * dask warm: later runs on the same cluster (median of REPEAT);
 * pool warm: the same on ``ProcessPoolExecutor(WORKERS)`` (forkserver, warmed);
 * per-shard overhead: a no-op shard through each executor (round trip), and a compare of
-  SYMBOLS x 300 bars with one-symbol shards against one shard per worker.
+  SYMBOLS x 300 bars with one-symbol shards against one shard per worker;
+* ``train_model`` of the universal model on the same bars, serially, on the warm cluster and
+  on the warm pool (one run each; every one must write the same ONNX bytes).
 
 Prints the speedups (goal: dask warm >= 1.6x serial on 2 cores), where the time goes (stages
 from the progress callback: signals shards, then the pooled-quality tasks (started before the
@@ -24,14 +26,18 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 # the same synthetic universe as the comparison benchmark (this script's folder is on sys.path)
 from compare import synthetic_bars
+from modelyard.config import load_config
+from modelyard.models.training import train_model
 from modelyard.scale import local_cluster, resolve_executor, warm_worker
 from modelyard.scale.executors import process_pool
 from modelyard.strategies.compare import Comparison, compare
@@ -86,6 +92,23 @@ def warm_runs(
     return statistics.median(t for t, _, _ in runs), runs[-1][2]
 
 
+def train_time(names: list[str], bars: dict[str, pd.DataFrame], executor: Any) -> float:
+    """Seconds of ``train_model`` (the universal model, every default) on ``bars``: features in
+    shards, then the penalty search split over the workers; the final fit stays here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        result = train_model(
+            load_config(), "universal", bars=bars, out=Path(tmp) / "m.onnx", executor=executor
+        )
+        elapsed = time.perf_counter() - started
+        TRAINED.setdefault("onnx", result.onnx_path.read_bytes())
+        assert result.onnx_path.read_bytes() == TRAINED["onnx"], "training bytes differ"
+    return elapsed
+
+
+TRAINED: dict[str, bytes] = {}
+
+
 def _noop() -> None:
     return None
 
@@ -123,6 +146,7 @@ def main() -> None:
     base = serial_runs[0][1]
     print(f"{args.symbols} symbols x {args.bars:,} bars, 2 variants, {args.workers} workers")
     print(f"  serial                        {serial:7.2f} s   ({serial_runs[-1][2].split()})")
+    train_serial = train_time(names, bars, None)
 
     started = time.perf_counter()
     cluster = local_cluster(n_workers=args.workers)
@@ -139,6 +163,7 @@ def main() -> None:
             dask_noop = shard_overhead(client)
             t1, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client, shard_size=1))
             tw, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client))
+            train_dask = train_time(names, bars, client)
     finally:
         cluster.close()
     print(f"  dask cold: cluster + warm-up  {startup:7.2f} s")
@@ -151,6 +176,7 @@ def main() -> None:
         timed(lambda st: compare(names, bars=tiny, executor=pool))  # start + warm the processes
         pool_warm, pool_stages = warm_runs(pool, names, bars, args.repeat, base)
         pool_noop = shard_overhead(pool)
+        train_pool = train_time(names, bars, pool)
     print(f"  pool warm                     {pool_warm:7.2f} s   ({pool_stages.split()})")
     print(f"  speedup pool warm / serial    {serial / pool_warm:7.2f} x")
 
@@ -168,7 +194,12 @@ def main() -> None:
         f"    {args.symbols} x 300 bars on dask: one-symbol shards {t1:.2f} s, default shards "
         f"{tw:.2f} s -> {per_extra}"
     )
-    print("  every run gave the serial tables and curves exactly")
+    print(
+        f"  train_model (universal, {args.symbols} x {args.bars:,} bars): serial "
+        f"{train_serial:.2f} s, dask warm {train_dask:.2f} s ({train_serial / train_dask:.2f} x), "
+        f"pool warm {train_pool:.2f} s ({train_serial / train_pool:.2f} x)"
+    )
+    print("  every run gave the serial tables and curves exactly, every training the same bytes")
 
 
 if __name__ == "__main__":

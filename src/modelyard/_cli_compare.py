@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from modelyard.strategies.compare import Comparison
 
-__all__ = ["add_parser", "cmd_compare"]
+__all__ = ["add_parser", "cmd_compare", "workers_fit"]
 
 _TITLES = {"symbol": "per symbol", "class": "per asset class", "portfolio": "portfolio"}
 
@@ -162,11 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from modelyard.strategies.compare import compare
 
     symbols = _split_symbols(args.symbols) if args.symbols is not None else None
-    if args.workers is not None and args.executor not in ("threads", "processes", "dask"):
-        sys.stderr.write(
-            "modelyard: error: --workers sizes --executor threads, processes or dask; "
-            f"not {args.executor}\n"
-        )
+    if not workers_fit(args):
         return 2
     bars = None
     if args.start is None and not args.in_sample:
@@ -273,6 +269,17 @@ def _executor(text: str) -> str:
         f"--executor {text!r}: use {', '.join(EXECUTOR_NAMES)} or a scheduler address such as "
         "tcp://HEAD:8786"
     )
+
+
+def workers_fit(args: argparse.Namespace) -> bool:
+    """``--workers`` sizes only an executor this process starts; else one line on stderr."""
+    if args.workers is not None and args.executor not in ("threads", "processes", "dask"):
+        sys.stderr.write(
+            "modelyard: error: --workers sizes --executor threads, processes or dask; "
+            f"not {args.executor}\n"
+        )
+        return False
+    return True
 
 
 def _workers(text: str) -> int:

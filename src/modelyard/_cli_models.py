@@ -15,10 +15,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from modelyard._cli_compare import workers_fit
     from modelyard.cli import _split_symbols
     from modelyard.config import load_config
     from modelyard.models.training import resolve_model_id, train_model
 
+    if not workers_fit(args):
+        return 2
     config = load_config(args.config)
     resolve_model_id(config, args.model)  # a bad --model fails before any progress output
     symbols = _split_symbols(args.symbols) if args.symbols else None
@@ -37,6 +40,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             timeframe=args.timeframe,
             out=args.out,
             progress=lambda msg: progress.update(task, description=f"train {args.model}: {msg}"),
+            executor=args.executor,
+            workers=args.workers,
         )
     card = result.card
     if args.json:
@@ -98,6 +103,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Add ``train`` and ``eval`` to the ``modelyard`` subparsers."""
+    from modelyard._cli_compare import _executor, _workers
     from modelyard.cli import _common
 
     train = sub.add_parser("train", help="train a model and write ONNX + model card")
@@ -109,6 +115,21 @@ def add_parsers(sub: Any) -> None:
     train.add_argument("--timeframe", default="1d")
     train.add_argument("--out", type=Path, default=None, help="ONNX path (default: registry's)")
     train.add_argument("--json", action="store_true", help="print the model card as JSON")
+    train.add_argument(
+        "--executor",
+        type=_executor,
+        default="serial",
+        metavar="serial|threads|processes|dask|tcp://HOST:PORT",
+        help="where the features (in symbol shards) and the penalty search run, as for "
+        "compare; the ONNX file and the card are the same bytes on every executor",
+    )
+    train.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="threads, pool processes or local Dask workers (default: the number of CPUs)",
+    )
     _common(train)
     train.set_defaults(handler=_cmd_train)
 

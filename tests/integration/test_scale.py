@@ -5,7 +5,8 @@ timeline (vectorbt ``from_orders``) and mixed calendars (equities on business da
 ``from_order_func`` engine). Every run is compared with the serial one: the stats table exactly,
 every equity curve byte for byte. Also: one router and one session per model per worker, a
 killed worker's shard retried, a data failure reported with its symbols while the rest
-returns, and a scheduler + two workers started from the command line.
+returns, and a scheduler + two workers started from the command line. Training on the same
+executors writes the same ONNX bytes and model card as in this process.
 """
 
 from __future__ import annotations
@@ -522,4 +523,71 @@ def test_cli_passes_executor_and_prints_failures(
     assert usage.value.code == 2
     assert "--executor 'thread'" in capsys.readouterr().err
     assert main(["compare", "--workers", "2", "--out", str(out)]) == 2
+    assert "--workers" in capsys.readouterr().err
+
+
+# --- training ------------------------------------------------------------------------------
+ALPHAS = (0.1, 10.0, 1000.0, 1e5, 1e7)
+_TRAINED: dict[str, tuple[bytes, dict[str, Any]]] = {}
+
+
+def _train(out: Path, **kwargs: Any) -> tuple[bytes, dict[str, Any]]:
+    """The ONNX bytes and the card of the universal model trained on the mixed universe."""
+    from modelyard.models.training import train_model
+
+    result = train_model(
+        load_config(), "universal", bars=UNIVERSES["mixed"], alphas=ALPHAS, out=out, **kwargs
+    )
+    return result.onnx_path.read_bytes(), result.card.model_dump(mode="json")
+
+
+def serial_training(tmp_path: Path) -> tuple[bytes, dict[str, Any]]:
+    if "serial" not in _TRAINED:
+        _TRAINED["serial"] = _train(tmp_path / "serial.onnx")
+    return _TRAINED["serial"]
+
+
+@pytest.mark.parametrize("size", [1, None])
+@pytest.mark.parametrize("where", ["threads", "pool", "dask"])
+def test_training_on_every_executor_writes_the_same_bytes(
+    where: str, size: int | None, pool: ProcessPoolExecutor, dask_client: Any, tmp_path: Path
+) -> None:
+    """Features in symbol shards and the penalty search in tasks, on each executor: the same
+    ONNX bytes and the same card (penalty scores, data hash, folds) as in this process."""
+    executor: Any = {"threads": "threads", "pool": pool, "dask": dask_client}[where]
+    workers = 2 if where == "threads" else None
+    want = serial_training(tmp_path)
+    got = _train(tmp_path / "got.onnx", executor=executor, workers=workers, shard_size=size)
+    assert got[0] == want[0]
+    assert got[1] == want[1]
+    assert got[1]["penalty"]["scores"].keys() == {f"{a:g}" for a in ALPHAS}
+
+
+def test_training_data_error_names_its_symbol_on_a_pool(pool: ProcessPoolExecutor) -> None:
+    from modelyard.errors import DataError
+    from modelyard.models.training import train_model
+
+    bars = {**UNIVERSES["mixed"], "IBM": UNIVERSES["mixed"]["IBM"].iloc[:5]}
+    for executor in (None, pool):
+        with pytest.raises(DataError, match="IBM: no usable training rows"):
+            train_model(load_config(), "universal", bars=bars, alphas=(1.0,), executor=executor)
+
+
+def test_train_cli_passes_the_executor(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import modelyard.models.training as training
+    from modelyard.cli import main
+
+    seen: dict[str, Any] = {}
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(training, "train_model", fake)
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "universal", "--executor", "processes", "--workers", "2"])
+    assert (seen["executor"], seen["workers"]) == ("processes", 2)
+    assert main(["train", "--model", "universal", "--workers", "2"]) == 2
     assert "--workers" in capsys.readouterr().err

@@ -12,28 +12,34 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from modelyard._atomic import write_bytes_atomic
+from modelyard._blas import one_blas_thread
+from modelyard._memory import retained_heap
 from modelyard.config.schema import AssetsConfig
 from modelyard.errors import ConfigError
 from modelyard.models.cards import FoldMetrics, ModelCard, card_path, package_versions
-from modelyard.models.dataset import Dataset, build_dataset
+from modelyard.models.dataset import Dataset, assemble_dataset, build_dataset, dataset_shard
 from modelyard.models.export import INTERFACE_VERSION, to_onnx_bytes
-from modelyard.models.metrics import icir, metrics
+from modelyard.models.metrics import ic, icir, metrics
 from modelyard.models.onnx_model import file_sha256
 from modelyard.models.parity import check_parity
 from modelyard.models.walkforward import walk_forward_folds
+
+if TYPE_CHECKING:
+    from modelyard.scale.executors import Runner
 
 __all__ = [
     "ALPHAS",
     "TrainResult",
     "default_symbols",
     "fit_pipeline",
+    "penalty_scores",
     "resolve_model_id",
     "train_model",
     "walk_forward_predictions",
@@ -81,16 +87,90 @@ def walk_forward_predictions(
     return out, folds
 
 
-def _choose_alpha(dataset: Dataset, alphas: Sequence[float]) -> tuple[float, dict[float, float]]:
+def penalty_scores(
+    dataset: Dataset, alphas: Sequence[float], n_folds: int = N_FOLDS
+) -> dict[float, float]:
+    """Mean walk-forward IC of each penalty (``-inf`` without a finite fold IC). A pure
+    function: one task of a scaled penalty search (:func:`train_model`'s ``executor``).
+
+    Fold by fold, every penalty on the fold's rows taken once: the same fits and predictions
+    as :func:`walk_forward_predictions` per penalty, without copying a fold's rows out of the
+    dataset once per penalty (the search is bound by memory traffic, not arithmetic)."""
+    fold_ics: dict[float, list[float]] = {alpha: [] for alpha in alphas}
+    # BLAS on one thread: the same bits in any process, and no two-thread BLAS per worker
+    # process oversubscribing the cores; freed pages reused by the next fit
+    with one_blas_thread(), retained_heap():
+        for fold in walk_forward_folds(dataset, n_folds):
+            if fold.train.size == 0 or fold.validate.size == 0:
+                continue
+            x, y = dataset.x[fold.train], dataset.y[fold.train]
+            x_val, y_val = dataset.x[fold.validate], dataset.y[fold.validate]
+            for alpha in alphas:
+                fold_ics[alpha].append(ic(fit_pipeline(x, y, alpha).predict(x_val), y_val))
     scores: dict[float, float] = {}
     for alpha in alphas:
-        pred, folds = walk_forward_predictions(dataset, alpha)
-        fold_ics = [metrics(pred[rows], dataset.y[rows]).ic for _, _, rows in folds]
-        finite = [v for v in fold_ics if np.isfinite(v)]
+        finite = [v for v in fold_ics[alpha] if np.isfinite(v)]
         scores[alpha] = float(np.mean(finite)) if finite else float("-inf")
+    return scores
+
+
+def _choose_alpha(
+    dataset: Dataset,
+    alphas: Sequence[float],
+    runner: Runner | None = None,
+    report: Callable[[str], None] | None = None,
+) -> tuple[float, dict[float, float]]:
+    """The penalty search: the penalties split over the runner's workers (one task each: a
+    pool pickles the dataset for every task, Dask sends it to each worker once; in this
+    process without a runner), the scores back in ``alphas`` order; ties go to the stronger
+    penalty."""
+    if runner is None:
+        from modelyard.scale.executors import Runner
+
+        runner = Runner()
+    tell = report or (lambda message: None)
+    alphas = list(alphas)
+    n_tasks = max(runner.workers, 1)
+    size = max(-(-len(alphas) // n_tasks), 1)
+    parts = [alphas[k : k + size] for k in range(0, len(alphas), size)]
+    found: dict[float, float] = {}
+    for part in runner.map(
+        penalty_scores,
+        [(dataset, part) for part in parts],
+        name="penalty",
+        done=lambda done, total: tell(f"penalty search: {done}/{total} tasks"),
+    ):
+        found.update(part)
+    scores = {alpha: found[alpha] for alpha in alphas}
     best = max(scores.values())
     chosen = max(a for a, s in scores.items() if s == best)  # ties → stronger penalty
     return chosen, scores
+
+
+def _dataset(
+    runner: Runner,
+    bars: Mapping[str, pd.DataFrame],
+    spec_name: str,
+    horizon: int,
+    shard_size: int | None,
+    report: Callable[[str], None],
+) -> Dataset:
+    """:func:`build_dataset`, its symbols in shards on the runner's workers unless serial."""
+    if runner.kind == "serial":
+        return build_dataset(bars, spec_name, horizon, progress=report)
+    from modelyard.scale.executors import shard_size_for
+
+    names = sorted(bars)
+    n_rows = sum(len(bars[s]) for s in names)
+    size = shard_size_for(len(names), runner.workers, shard_size, n_rows=n_rows)
+    shards = [names[k : k + size] for k in range(0, len(names), size)]
+    pieces = runner.map(
+        dataset_shard,
+        [({s: bars[s] for s in part}, spec_name, horizon) for part in shards],
+        name="dataset",
+        done=lambda done, total: report(f"features: {done}/{total} shards"),
+    )
+    return assemble_dataset([p for piece in pieces for p in piece], spec_name, horizon)
 
 
 def resolve_model_id(config: AssetsConfig, which: str) -> tuple[str, str]:
@@ -157,9 +237,52 @@ def train_model(
     bars: Mapping[str, pd.DataFrame] | None = None,
     alphas: Sequence[float] = ALPHAS,
     progress: Callable[[str], None] | None = None,
+    executor: object | None = None,
+    workers: int | None = None,
+    shard_size: int | None = None,
+    retries: int = 2,
 ) -> TrainResult:
-    """Train ``which`` (``universal``, an asset class, or a model id) and write ONNX + card."""
+    """Train ``which`` (``universal``, an asset class, or a model id) and write ONNX + card.
+
+    ``executor`` runs what parallelizes elsewhere: the features of the symbols (in shards of
+    ``shard_size`` symbols) and the penalty search (its penalties split into one task per
+    worker). It takes what ``compare`` takes (:func:`modelyard.scale.resolve_executor`:
+    ``None``/``"serial"``, ``"threads"``, ``"processes"``, ``"dask"``, a scheduler address,
+    an ``Executor`` or a ``distributed.Client``; ``workers`` sizes the ones it starts,
+    ``retries`` retries a task whose worker died). The final fit, the ONNX export and the
+    parity gate run here. The ONNX file and the card are the same bytes on every executor.
+
+    While it runs, freed memory stays in the process for reuse (:mod:`modelyard._memory`, as
+    in ``compare``): every fit copies and scales its fold's rows.
+    """
+    with retained_heap():
+        return _train_model(
+            config, which, symbols=symbols, start=start, end=end, horizon=horizon,
+            timeframe=timeframe, out=out, bars=bars, alphas=alphas, progress=progress,
+            executor=executor, workers=workers, shard_size=shard_size, retries=retries,
+        )  # fmt: skip
+
+
+def _train_model(
+    config: AssetsConfig,
+    which: str,
+    *,
+    symbols: Sequence[str] | None,
+    start: str | pd.Timestamp | None,
+    end: str | pd.Timestamp | None,
+    horizon: int | None,
+    timeframe: str,
+    out: Path | None,
+    bars: Mapping[str, pd.DataFrame] | None,
+    alphas: Sequence[float],
+    progress: Callable[[str], None] | None,
+    executor: object | None,
+    workers: int | None,
+    shard_size: int | None,
+    retries: int,
+) -> TrainResult:
     from modelyard.feeds import load_bars
+    from modelyard.scale.executors import resolve_executor
 
     model_id, asset_class = resolve_model_id(config, which)
     spec = config.models[model_id]
@@ -169,16 +292,18 @@ def train_model(
         if not names:
             raise ConfigError(f"no bundled {timeframe} symbols for '{which}'; pass --symbols")
         bars = {s: _before_oos(config, s, load_bars(s, timeframe, start, end), end) for s in names}
-    dataset = build_dataset(bars, spec.spec, horizon, progress=progress)
-    if dataset.feature_names != spec.features:
-        raise ConfigError(
-            f"model '{model_id}' lists features {list(spec.features)} but spec "
-            f"'{spec.spec}' computes {list(dataset.feature_names)}",
-            key=f"models.{model_id}.features",
-        )
-    if progress is not None:
-        progress(f"penalty search over {len(alphas)} values × {N_FOLDS} folds")
-    alpha, scores = _choose_alpha(dataset, alphas)
+    report = progress or (lambda message: None)
+    # no comparison kernels run here: the processes the runner starts skip their warm-up
+    with resolve_executor(executor, workers=workers, retries=retries, warm=False) as runner:
+        dataset = _dataset(runner, bars, spec.spec, horizon, shard_size, report)
+        if dataset.feature_names != spec.features:
+            raise ConfigError(
+                f"model '{model_id}' lists features {list(spec.features)} but spec "
+                f"'{spec.spec}' computes {list(dataset.feature_names)}",
+                key=f"models.{model_id}.features",
+            )
+        report(f"penalty search over {len(alphas)} values × {N_FOLDS} folds")
+        alpha, scores = _choose_alpha(dataset, alphas, runner, report)
     oos, folds = walk_forward_predictions(dataset, alpha)
     fold_metrics = []
     fold_ics = []

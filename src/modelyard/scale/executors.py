@@ -421,19 +421,19 @@ def _workers(workers: int | None) -> int:
     return workers
 
 
-def process_pool(workers: int | None = None) -> cf.ProcessPoolExecutor:
+def process_pool(workers: int | None = None, *, warm: bool = True) -> cf.ProcessPoolExecutor:
     """The pool ``"processes"`` makes: forkserver start (no fork of a threaded process), each
-    process warmed once at start."""
+    process warmed once at start for the comparison's shards (``warm``)."""
     from modelyard.scale.shards import warm_worker
 
     return cf.ProcessPoolExecutor(
         max_workers=_workers(workers),
         mp_context=multiprocessing.get_context("forkserver"),
-        initializer=warm_worker,
+        initializer=warm_worker if warm else None,
     )
 
 
-def _runner(spec: object, workers: int | None, retries: int) -> Runner:
+def _runner(spec: object, workers: int | None, retries: int, warm: bool) -> Runner:
     if spec is None or spec == "serial":
         if workers not in (None, 1):
             raise ValueError(
@@ -452,7 +452,7 @@ def _runner(spec: object, workers: int | None, retries: int) -> Runner:
             f"concurrent.futures.Executor or a distributed.Client; got {type(spec).__name__}"
         )
     if spec == "processes":
-        return FuturesRunner(process_pool(workers), owned=True, retries=retries)
+        return FuturesRunner(process_pool(workers, warm=warm), owned=True, retries=retries)
     if spec == "threads":
         pool = cf.ThreadPoolExecutor(_workers(workers), thread_name_prefix="modelyard-shard")
         return FuturesRunner(pool, owned=True, retries=retries)
@@ -466,7 +466,7 @@ def _runner(spec: object, workers: int | None, retries: int) -> Runner:
         if spec == "dask":
             from modelyard.scale.cluster import local_cluster
 
-            cluster = local_cluster(n_workers=_workers(workers))
+            cluster = local_cluster(n_workers=_workers(workers), warm=warm)
             try:
                 client = Client(cluster)  # type: ignore[no-untyped-call]
             except BaseException:
@@ -491,12 +491,18 @@ def _runner(spec: object, workers: int | None, retries: int) -> Runner:
 
 @contextmanager
 def resolve_executor(
-    spec: object = None, *, workers: int | None = None, retries: int = DEFAULT_RETRIES
+    spec: object = None,
+    *,
+    workers: int | None = None,
+    retries: int = DEFAULT_RETRIES,
+    warm: bool = True,
 ) -> Iterator[Runner]:
-    """The :class:`Runner` for ``spec`` (module docstring); closes what it created on exit."""
+    """The :class:`Runner` for ``spec`` (module docstring); closes what it created on exit.
+    ``warm``: the processes it starts compile the comparison's kernels first
+    (:func:`~modelyard.scale.shards.warm_worker`); work that runs none of them skips it."""
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
-    runner = _runner(spec, workers, retries)
+    runner = _runner(spec, workers, retries, warm)
     try:
         yield runner
     finally:

@@ -24,7 +24,6 @@ executors do not retry a deterministic failure and the other shards' results sti
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modelyard._blas import one_blas_thread
 from modelyard._memory import retain_heap_for_process
 from modelyard.config import AssetsConfig, load_config
 from modelyard.errors import ModelyardError
@@ -217,24 +217,6 @@ def worker_state() -> dict[str, Any]:
 def signals_shard(bars: Bars, task: SignalsTask) -> SignalsPiece | ShardFailure:
     """Stage ``signals`` on a worker, through this process's cached routing."""
     return run_signals(bars, task, cached_routing(task.params.config, task.params.config_key))
-
-
-def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    """BLAS on one thread: a multi-threaded OpenBLAS dot product sums in another order than a
-    single-threaded one, so a shard's last bits would depend on the process it runs in (Dask's
-    nanny sets ``OPENBLAS_NUM_THREADS=1``, a driver uses every core). The IC itself no longer
-    calls BLAS (numba moments, :mod:`modelyard.models.metrics`); this guards any BLAS call a
-    shard still makes (numpy, pandas)."""
-    global _CONTROLLER
-    from threadpoolctl import ThreadpoolController
-
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    limited: contextlib.AbstractContextManager[Any] = _CONTROLLER.limit(limits=1, user_api="blas")
-    return limited
-
-
-_CONTROLLER: Any = None
 
 
 def run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPiece | ShardFailure:

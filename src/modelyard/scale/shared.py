@@ -40,10 +40,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from modelyard._blas import one_blas_thread
 from modelyard.models.features import forward_log_return
 from modelyard.models.metrics import Metrics, TargetRanks
 from modelyard.routing.decision import RouteDecision
-from modelyard.scale.shards import one_blas_thread
 from modelyard.strategies._vbt_layout import Layout
 from modelyard.strategies.results import (
     Result,
