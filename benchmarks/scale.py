@@ -92,7 +92,7 @@ def warm_runs(
     return statistics.median(t for t, _, _ in runs), runs[-1][2]
 
 
-def train_time(names: list[str], bars: dict[str, pd.DataFrame], executor: Any) -> float:
+def train_time(bars: dict[str, pd.DataFrame], executor: Any) -> float:
     """Seconds of ``train_model`` (the universal model, every default) on ``bars``: features in
     shards, then the penalty search split over the workers; the final fit stays here."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +146,7 @@ def main() -> None:
     base = serial_runs[0][1]
     print(f"{args.symbols} symbols x {args.bars:,} bars, 2 variants, {args.workers} workers")
     print(f"  serial                        {serial:7.2f} s   ({serial_runs[-1][2].split()})")
-    train_serial = train_time(names, bars, None)
+    train_serial = train_time(bars, None)
 
     started = time.perf_counter()
     cluster = local_cluster(n_workers=args.workers)
@@ -163,7 +163,7 @@ def main() -> None:
             dask_noop = shard_overhead(client)
             t1, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client, shard_size=1))
             tw, _, _ = timed(lambda st: compare(names, bars=tiny, executor=client))
-            train_dask = train_time(names, bars, client)
+            train_dask = train_time(bars, client)
     finally:
         cluster.close()
     print(f"  dask cold: cluster + warm-up  {startup:7.2f} s")
@@ -176,7 +176,7 @@ def main() -> None:
         timed(lambda st: compare(names, bars=tiny, executor=pool))  # start + warm the processes
         pool_warm, pool_stages = warm_runs(pool, names, bars, args.repeat, base)
         pool_noop = shard_overhead(pool)
-        train_pool = train_time(names, bars, pool)
+        train_pool = train_time(bars, pool)
     print(f"  pool warm                     {pool_warm:7.2f} s   ({pool_stages.split()})")
     print(f"  speedup pool warm / serial    {serial / pool_warm:7.2f} x")
 

@@ -574,7 +574,7 @@ def test_training_data_error_names_its_symbol_on_a_pool(pool: ProcessPoolExecuto
 
 
 def test_train_cli_passes_the_executor(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import modelyard.models.training as training
     from modelyard.cli import main

@@ -43,7 +43,7 @@ import threading
 import uuid
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +60,7 @@ __all__ = [
     "gather_worker_state",
     "resolve_executor",
     "shard_size_for",
+    "symbol_shards",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,16 @@ def shard_size_for(
     if n_rows > SHARD_ROWS:
         size = min(size, max(-(-n_symbols * SHARD_ROWS // n_rows), 1))
     return size
+
+
+def symbol_shards(
+    bars: Mapping[str, Sized], names: Sequence[str], workers: int, shard_size: int | None = None
+) -> list[tuple[str, ...]]:
+    """``names`` in consecutive shards of :func:`shard_size_for` symbols, sized from the rows
+    of their ``bars`` (one shard when serial)."""
+    n_rows = sum(len(bars[s]) for s in names)
+    size = shard_size_for(len(names), workers, shard_size, n_rows=n_rows)
+    return [tuple(names[k : k + size]) for k in range(0, len(names), size)]
 
 
 class Batch:

@@ -52,7 +52,7 @@ from modelyard.errors import DataError, InvalidSymbolError
 from modelyard.reports.tables import METRICS
 from modelyard.routing.decision import RouteDecision
 from modelyard.routing.router import AssetSpecificModelRouter
-from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, shard_size_for
+from modelyard.scale.executors import DEFAULT_RETRIES, WorkerLost, resolve_executor, symbol_shards
 from modelyard.scale.shards import (
     RunParams,
     ShardFailure,
@@ -229,14 +229,12 @@ def _compare(
     report = progress or (lambda stage, done, total: None)
     params = RunParams(cfg, config_key(cfg), VARIANTS, float(max_gross), float(cash), _shard_hook)
     with resolve_executor(executor, workers=workers, retries=retries) as runner:
-        n_rows = sum(len(data[s]) for s in names)
-        size = shard_size_for(len(names), runner.workers, shard_size, n_rows=n_rows)
-        shards = [tuple(names[k : k + size]) for k in range(0, len(names), size)]
+        shards = symbol_shards(data, names, runner.workers, shard_size)
         log.info(
             "compare: %d symbols in %d shard(s) of <= %d on %s",
             len(names),
             len(shards),
-            size,
+            len(shards[0]),
             runner.describe(),
         )
         local = local_routing(cfg) if runner.in_process and runner.kind == "serial" else None
