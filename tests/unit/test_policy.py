@@ -258,3 +258,73 @@ def test_timeline_of_layout_rows_equals_the_sorted_timeline() -> None:
     a = limit_gross(weights, 1.0, timeline=by_rows)
     b = limit_gross(weights, 1.0)
     assert all(a[s].to_numpy().tobytes() == b[s].to_numpy().tobytes() for s in weights)
+
+
+def test_limit_gross_arrays_builds_the_timeline_only_when_the_limit_can_bind() -> None:
+    from modelyard.strategies.policy import GrossTimeline, limit_gross_arrays
+
+    index = pd.date_range("2024-01-01", periods=50, freq="1h", tz="UTC")
+    small = [np.full(50, 0.2), np.full(50, -0.3)]
+    calls: list[int] = []
+
+    def timeline() -> GrossTimeline:
+        calls.append(1)
+        return GrossTimeline.of([index, index])
+
+    out = limit_gross_arrays(small, 1.0, timeline=timeline)
+    assert calls == []
+    assert all(np.array_equal(a, b) for a, b in zip(out, small, strict=True))
+    assert all(a is not b for a, b in zip(out, small, strict=True))  # copies, not the inputs
+    big = [np.full(50, 0.8), np.full(50, -0.8)]
+    out = limit_gross_arrays(big, 1.0, timeline=timeline)
+    assert calls == [1]
+    assert np.allclose(np.abs(out[0]) + np.abs(out[1]), 1.0)
+    assert big[0][0] == 0.8  # the inputs are left alone
+
+
+def test_account_task_weights_equal_the_driver_limit_of_the_policy_weights() -> None:
+    """The account task turns predictions into weights and limits them across the symbols
+    (``limited_weights``): the same bits as ``limit_gross`` over ``target_weights`` series on
+    the symbols' own bars, on mixed calendars, with the limit binding."""
+    from modelyard.config.schema import CostConfig
+    from modelyard.scale.shared import SharedTask, limited_weights
+    from modelyard.strategies._vbt_layout import build_layout
+    from modelyard.strategies.signals import SymbolSetup
+
+    rng = np.random.default_rng(11)
+    hours = pd.date_range("2024-01-01", periods=500, freq="1h", tz="UTC")
+    indexes = {
+        "A": hours,
+        "B": hours[(hours.hour >= 14) & (hours.hour < 21)],
+        "C": hours[np.sort(rng.choice(500, 90, replace=False))],
+        "D": hours[200:320],
+    }
+    bars = {
+        s: pd.DataFrame(
+            {c: np.full(len(ix), 100.0) for c in ("open", "high", "low", "close", "volume")},
+            index=ix,
+        )
+        for s, ix in indexes.items()
+    }
+    layout = build_layout(bars, list(bars))
+    policy = {"A": LONG, "B": LONG_SHORT, "C": BANDED, "D": LONG_SHORT}
+    setups = tuple(SymbolSetup(s, "equities", "24/7", policy[s], CostConfig()) for s in indexes)
+    preds = {
+        v: {s: rng.normal(scale=0.03, size=len(ix)) for s, ix in indexes.items()}
+        for v in ("universal", "asset_specific")
+    }
+    kept = {v: {s: p.copy() for s, p in by.items()} for v, by in preds.items()}
+    task = SharedTask(setups, preds, 0.5, "orders", 1e5, {}, {}, {})
+    got = limited_weights(task, layout)
+    for variant, by_symbol in preds.items():
+        raw = {
+            s: pd.Series(target_weights(p, policy[s]), index=indexes[s])
+            for s, p in by_symbol.items()
+        }
+        want = limit_gross(raw, 0.5)
+        assert list(got[variant]) == list(indexes)
+        for s in indexes:
+            assert got[variant][s].tobytes() == want[s].to_numpy().tobytes(), (variant, s)
+            assert np.array_equal(by_symbol[s], kept[variant][s])
+        # the limit binds: some weights were cut
+        assert any(not np.array_equal(want[s].to_numpy(), raw[s].to_numpy()) for s in indexes)

@@ -293,7 +293,7 @@ class DaskRunner(Runner):
             for a in args:
                 if uses[id(a)] > 1 and id(a) not in sent:
                     sent[id(a)] = _Shared(self, a).argument()
-        # A batch of at most one call per worker (the quality and account tasks) is spread
+        # A batch of at most one call per worker (the account tasks) is spread
         # over the workers, one each, as a preference (another worker may still take one):
         # placing tasks that depend on broadcast data while every worker was busy, the
         # scheduler was seen to queue two on one worker and leave the other idle (a run

@@ -3,12 +3,13 @@
 A shard is a few symbols. Its work is one pure function of what it is given (bars, config,
 run parameters), so any executor can run it anywhere and a retry gives the same bits:
 :func:`signals_shard` (stage ``signals``): per symbol and routing variant the route, the
-features and the batched predictions, the policy's target weights *before* the gross limit,
-and the prediction quality (IC, rank IC, hit rate) against the realised forward returns.
+features and the batched predictions, and the prediction quality (IC, rank IC, hit rate)
+against the realised forward returns.
 
-Then the driver applies the gross limit across every symbol (it couples the symbols bar by
-bar) and the accounts (portfolio, class and symbol sleeves: they need every symbol) run as
-tasks of their own (:mod:`~modelyard.scale.shared`). Shards run BLAS on one thread
+Then the accounts (portfolio, class and symbol sleeves: they need every symbol) run as tasks
+of their own, one per variant when there are several workers (:mod:`~modelyard.scale.shared`):
+they turn the predictions into the policy's weights and apply the gross limit across every
+symbol (it couples the symbols bar by bar). Shards run BLAS on one thread
 (:func:`one_blas_thread`), so their bits do not depend on the process's thread count.
 
 Workers keep ONE routing set in a module-level cache (:func:`cached_routing`), keyed by the
@@ -47,7 +48,6 @@ from modelyard.routing.decision import RouteDecision
 from modelyard.routing.registry import ModelRegistry
 from modelyard.routing.router import AssetSpecificModelRouter
 from modelyard.strategies._vbt_layout import build_layout
-from modelyard.strategies.policy import target_weights
 from modelyard.strategies.signals import predict_history, symbol_setups
 from modelyard.strategies.vectorized import VARIANT_FLAGS
 
@@ -121,7 +121,6 @@ class SignalsPiece:
     symbols: tuple[str, ...]
     # arrays on each symbol's own bars (the driver has their index): less to send back
     predictions: dict[str, dict[str, np.ndarray]]
-    raw_weights: dict[str, dict[str, np.ndarray]]
     decisions: dict[str, list[RouteDecision]]
     quality: dict[str, dict[str, dict[str, float]]]
     seconds: float
@@ -234,21 +233,14 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
     try:
         frames = {s: bars[s] for s in names}
         predictions: dict[str, dict[str, np.ndarray]] = {}
-        raw: dict[str, dict[str, np.ndarray]] = {}
         decisions: dict[str, list[RouteDecision]] = {}
         quality: dict[str, dict[str, dict[str, float]]] = {}
         targets: dict[tuple[str, int], np.ndarray] = {}
         features: dict[tuple[str, str], pd.DataFrame] = {}  # shared by the variants
         for variant in params.variants:
-            router = routing.routers[variant]
-            setups = symbol_setups(router, names)
-            preds, routes = predict_history(router, frames, features=features)
+            preds, routes = predict_history(routing.routers[variant], frames, features=features)
             predictions[variant] = {s: p.to_numpy(np.float64) for s, p in preds.items()}
             decisions[variant] = routes
-            # the policy step of target_weight_history; the gross limit is the driver's
-            raw[variant] = {
-                s.symbol: target_weights(predictions[variant][s.symbol], s.policy) for s in setups
-            }
             quality[variant] = {}
             for d in routes:
                 horizon = params.config.models[d.model_id].horizon
@@ -267,7 +259,6 @@ def _run_signals(bars: Bars, task: SignalsTask, routing: _Routing) -> SignalsPie
         task.shard,
         task.symbols,
         predictions,
-        raw,
         decisions,
         quality,
         time.perf_counter() - started,
@@ -328,7 +319,7 @@ def warm_worker() -> dict[str, Any]:
             raise RuntimeError(piece.describe())
         steps.append("signals")
         # shared imports this module
-        from modelyard.scale.shared import QualityTask, SharedTask, quality_shard, shared_shard
+        from modelyard.scale.shared import SharedTask, shared_shard
 
         router = AssetSpecificModelRouter(config, asset_specific=False)
         setups = tuple(symbol_setups(router, names))
@@ -339,24 +330,16 @@ def warm_worker() -> dict[str, Any]:
             for part in (names, names[:1]):
                 task = SharedTask(
                     setups[: len(part)],
-                    {v: {s: piece.raw_weights[v][s] for s in part} for v in variants},
+                    {v: {s: piece.predictions[v][s] for s in part} for v in variants},
+                    params.max_gross,
                     engine,
                     params.cash,
                     {},
                     {v: tuple(d for d in piece.decisions[v] if d.symbol in part) for v in variants},
+                    horizons,
                 )
                 shared_shard(task.part(variants[:1]), build_layout(bars, list(part)))
             steps.append(engine)
-        quality_shard(
-            QualityTask(
-                setups,
-                {v: tuple(piece.decisions[v]) for v in variants},
-                {v: dict(piece.predictions[v]) for v in variants},
-                horizons,
-                {s: bars[s]["close"].to_numpy(np.float64) for s in names},
-            ).part(variants[:1])
-        )
-        steps.append("quality")
     except Exception as exc:  # best effort: a cold worker is slower, not wrong
         log.warning("worker warm-up stopped after %s: %s", steps or "nothing", exc)
     seconds = time.perf_counter() - started

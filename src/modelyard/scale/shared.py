@@ -15,21 +15,21 @@ the same), then every account from that simulation's order records:
   to rounding): a symbol's row says what that symbol did *inside* the portfolio, with the
   same orders, sizes and fills, not what a different account would have done.
 
-Serially the same function runs in-process, so the results are the same bits on every
-executor.
+The task also scores its variants' pooled predictions: IC, rank IC and hit rate of each
+class's rows and of the portfolio's (the classes' rows in class order), against the forward
+returns of each symbol's closes (:func:`pooled_quality`).
 
-A second task function, :func:`quality_shard`, scores the pooled predictions of each class
-and of the portfolio (IC, rank IC, hit rate; the portfolio's rows are the classes' rows in
-class order). It needs no weights, so the driver starts it as soon as the signals are in,
-before it applies the gross limit, and the workers score while the driver limits.
-
-What travels is arrays: to the accounts, the layout and the limited weights; to the quality,
-the predictions and each symbol's closes (the realised forward returns are computed from them
-where the task runs).
+What travels to the task is the layout (the same for every task of a run, so an executor may
+send it once per worker) and each symbol's predictions. The task turns them into the policy's
+target weights (:func:`~modelyard.strategies.policy.target_weights`) and applies the gross
+limit across every symbol of the variant (it couples the symbols bar by bar). The closes the
+quality needs are the layout's. Serially the same function runs in-process, so the results are
+the same bits on every executor.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -45,6 +45,7 @@ from modelyard.models.features import forward_log_return
 from modelyard.models.metrics import Metrics, TargetRanks
 from modelyard.routing.decision import RouteDecision
 from modelyard.strategies._vbt_layout import Layout
+from modelyard.strategies.policy import GrossTimeline, limit_gross_arrays, target_weights
 from modelyard.strategies.results import (
     Result,
     account_periods_per_year,
@@ -55,14 +56,11 @@ from modelyard.strategies.signals import SymbolSetup
 from modelyard.strategies.vectorized import VARIANT_FLAGS, Simulation, result_of, simulate
 
 __all__ = [
-    "QualityPiece",
-    "QualityTask",
     "SharedPiece",
     "SharedTask",
     "class_members",
     "merge_pieces",
     "pooled_quality",
-    "quality_shard",
     "shared_shard",
     "sleeve_curve",
     "sleeve_steps",
@@ -71,57 +69,29 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SharedTask:
-    """The accounts of some variants (every variant, or one per task)."""
+    """The accounts and the pooled quality of some variants (every variant, or one per task)."""
 
     setups: tuple[SymbolSetup, ...]
-    weights: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> after limit
+    predictions: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> preds
+    max_gross: float  # the gross limit, applied here (it couples every symbol of a variant)
     engine: str
     cash: float
     run: dict[str, Any]  # the run's config (the portfolio Result's ``config["run"]``)
     decisions: dict[str, tuple[RouteDecision, ...]]  # variant -> routes, symbol order
+    horizons: dict[str, int]  # serving model -> its horizon (the forward returns scored on)
 
     def part(self, variants: Sequence[str]) -> SharedTask:
         """This task for only ``variants`` (what travels shrinks with it)."""
         return SharedTask(
             self.setups,
-            {v: self.weights[v] for v in variants},
+            {v: self.predictions[v] for v in variants},
+            self.max_gross,
             self.engine,
             self.cash,
             self.run,
             {v: self.decisions[v] for v in variants},
-        )
-
-
-@dataclass(frozen=True)
-class QualityTask:
-    """The pooled prediction quality of some variants: it needs no weights, so it can run
-    while the driver still applies the gross limit."""
-
-    setups: tuple[SymbolSetup, ...]
-    decisions: dict[str, tuple[RouteDecision, ...]]  # variant -> routes, symbol order
-    predictions: dict[str, dict[str, npt.NDArray[np.float64]]]  # variant -> symbol -> preds
-    horizons: dict[str, int]  # serving model -> its horizon (the forward returns scored on)
-    closes: dict[str, npt.NDArray[np.float64]]  # symbol -> its closes, bar order
-
-    def part(self, variants: Sequence[str]) -> QualityTask:
-        """This task for only ``variants``."""
-        return QualityTask(
-            self.setups,
-            {v: self.decisions[v] for v in variants},
-            {v: self.predictions[v] for v in variants},
             self.horizons,
-            self.closes,
         )
-
-
-@dataclass(frozen=True)
-class QualityPiece:
-    """What :func:`quality_shard` returns: IC, rank IC and hit rate of the portfolio's rows
-    (key ``(variant, "")``) and of each class's (``(variant, asset_class)``)."""
-
-    quality: dict[tuple[str, str], dict[str, float]]
-    seconds: float
-    pid: int
 
 
 @dataclass(frozen=True)
@@ -129,13 +99,16 @@ class SharedPiece:
     """What :func:`shared_shard` returns, for its variants: the portfolio's Result per variant
     (config ``run`` only); the curve (values at :func:`sleeve_steps`: the caller has the
     timestamps) and statistics of each ``(variant, asset_class)`` and ``(variant, symbol)``
-    sleeve."""
+    sleeve, and the pooled quality."""
 
     results: dict[str, Result]
     class_equity: dict[tuple[str, str], npt.NDArray[np.float64]]
     class_stats: dict[tuple[str, str], dict[str, Any]]
     symbol_equity: dict[tuple[str, str], npt.NDArray[np.float64]]
     symbol_stats: dict[tuple[str, str], dict[str, Any]]
+    #: IC, rank IC and hit rate of the portfolio's rows (key ``(variant, "")``) and of each
+    #: class's (``(variant, asset_class)``)
+    quality: dict[tuple[str, str], dict[str, float]]
     seconds: float
     pid: int
 
@@ -150,6 +123,7 @@ def merge_pieces(pieces: Sequence[SharedPiece]) -> SharedPiece:
         {k: v for p in pieces for k, v in p.class_stats.items()},
         {k: v for p in pieces for k, v in p.symbol_equity.items()},
         {k: v for p in pieces for k, v in p.symbol_stats.items()},
+        {k: v for p in pieces for k, v in p.quality.items()},
         sum(p.seconds for p in pieces),
         pieces[0].pid,
     )
@@ -189,7 +163,9 @@ def _closes(layout: Layout) -> dict[str, pd.DataFrame]:
     }
 
 
-def _targets(task: QualityTask) -> dict[tuple[str, str], npt.NDArray[np.float64]]:
+def _targets(
+    task: SharedTask, closes: Mapping[str, pd.DataFrame]
+) -> dict[tuple[str, str], npt.NDArray[np.float64]]:
     """(symbol, serving model) -> the forward log returns over the model's horizon on the
     symbol's own bars (:func:`~modelyard.models.features.compute_target`, from its closes)."""
     by_horizon: dict[tuple[str, int], npt.NDArray[np.float64]] = {}
@@ -198,25 +174,26 @@ def _targets(task: QualityTask) -> dict[tuple[str, str], npt.NDArray[np.float64]
         for d in decisions:
             key = (d.symbol, task.horizons[d.model_id])
             if key not in by_horizon:
-                by_horizon[key] = forward_log_return(task.closes[d.symbol], key[1])
+                close = closes[d.symbol]["close"].to_numpy(np.float64)
+                by_horizon[key] = forward_log_return(close, key[1])
             out[(d.symbol, d.model_id)] = by_horizon[key]
     return out
 
 
-def quality_shard(task: QualityTask) -> QualityPiece:
+def _quality(
+    task: SharedTask, closes: Mapping[str, pd.DataFrame]
+) -> dict[tuple[str, str], dict[str, float]]:
     """The pooled quality of ``task``'s variants (the same bits wherever it runs: the moments
     and ranks are numba passes, BLAS is not used)."""
-    started = time.perf_counter()
     ranks = TargetRanks()
     members = class_members(task.setups)
-    targets = _targets(task)
+    targets = _targets(task, closes)
     quality: dict[tuple[str, str], dict[str, float]] = {}
     for variant, routes in task.decisions.items():
-        preds = task.predictions[variant]
-        by_class, whole = pooled_quality(preds, routes, members, targets, ranks)
+        by_class, whole = pooled_quality(task.predictions[variant], routes, members, targets, ranks)
         quality[(variant, "")] = whole
         quality.update({(variant, cls): q for cls, q in by_class.items()})
-    return QualityPiece(quality, time.perf_counter() - started, os.getpid())
+    return quality
 
 
 def sleeve_steps(layout: Layout, names: Sequence[str]) -> npt.NDArray[np.intp]:
@@ -252,14 +229,31 @@ def shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
         return _shared_shard(task, layout)
 
 
+def limited_weights(
+    task: SharedTask, layout: Layout
+) -> dict[str, dict[str, npt.NDArray[np.float64]]]:
+    """The policy's target weights of ``task``'s predictions, after the gross limit: per
+    variant across every symbol of the ``layout`` (:func:`~modelyard.strategies.policy.
+    limit_gross` on the layout's timeline)."""
+    policy = {s.symbol: s.policy for s in task.setups}
+    timeline = functools.cache(lambda: GrossTimeline.of_rows(layout.rows, len(layout.index)))
+    out = {}
+    for variant, preds in task.predictions.items():
+        raw = [target_weights(preds[s], policy[s]) for s in layout.symbols]
+        limited = limit_gross_arrays(raw, task.max_gross, timeline=timeline)
+        out[variant] = dict(zip(layout.symbols, limited, strict=True))
+    return out
+
+
 def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
     started = time.perf_counter()
     setups = list(task.setups)
-    sim = simulate(layout, setups, task.weights, cash=task.cash, engine=task.engine)
+    weights = limited_weights(task, layout)
+    sim = simulate(layout, setups, weights, cash=task.cash, engine=task.engine)
     bars = _closes(layout)
     results: dict[str, Result] = {}
     members = class_members(setups)
-    for variant in task.weights:
+    for variant in weights:
         routes = task.decisions[variant]
         results[variant] = result_of(
             sim,
@@ -278,6 +272,7 @@ def _shared_shard(task: SharedTask, layout: Layout) -> SharedPiece:
         class_stats,
         symbol_equity,
         symbol_stats,
+        _quality(task, bars),
         time.perf_counter() - started,
         os.getpid(),
     )

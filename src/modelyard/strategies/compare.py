@@ -24,10 +24,12 @@ horizon (:func:`~modelyard.models.features.compute_target`), on rows where both 
 class and portfolio rows pool their symbols' rows.
 
 Where it runs (``executor``, :mod:`modelyard.scale`): the per-symbol work (features,
-predictions, the policy's weights and the per-symbol quality) is split into shards of symbols,
-each one pure function (:mod:`~modelyard.scale.shards`). The driver then applies the gross
-limit across every symbol (it couples them bar by bar) and the accounts run as one task per
-variant when there are several workers, else one of both (:mod:`~modelyard.scale.shared`).
+predictions and the per-symbol quality) is split into shards of symbols, each one pure
+function (:mod:`~modelyard.scale.shards`). Then the accounts run as one task per variant when
+there are several workers, else one of both (:mod:`~modelyard.scale.shared`): each turns the
+predictions into the policy's weights, applies the gross limit across every symbol (it couples
+them bar by bar), simulates the portfolio and scores the pooled predictions. The driver ships
+predictions, not weights, and gets back the accounts.
 Pieces are combined in symbol order, so the result is the same to the last bit serially, on a
 process pool or on a Dask cluster, for any shard size.
 """
@@ -44,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from modelyard._memory import retained_heap
@@ -65,29 +68,22 @@ from modelyard.scale.shards import (
     signals_shard,
 )
 from modelyard.scale.shared import (
-    QualityPiece,
-    QualityTask,
     SharedPiece,
     SharedTask,
     class_members,
     merge_pieces,
-    quality_shard,
     shared_shard,
     sleeve_curve,
     sleeve_steps,
 )
 from modelyard.strategies._vbt_layout import Layout, build_layout
 from modelyard.strategies.backtest import DEFAULT_SYMBOLS, TimeLike
-from modelyard.strategies.policy import DEFAULT_MAX_GROSS, GrossTimeline, limit_gross
+from modelyard.strategies.policy import DEFAULT_MAX_GROSS
 from modelyard.strategies.results import (
     Result,
 )
 from modelyard.strategies.signals import SymbolSetup, symbol_setups
-from modelyard.strategies.vectorized import (
-    VariantSignals,
-    choose_engine,
-    load_inputs,
-)
+from modelyard.strategies.vectorized import choose_engine, load_inputs
 
 __all__ = ["TABLE_COLUMNS", "VARIANTS", "Comparison", "ShardFailure", "compare"]
 
@@ -136,10 +132,12 @@ def _canonical(
     return canon, given
 
 
-def _predictions_sha256(signals: VariantSignals, symbols: Sequence[str]) -> str:
+def _predictions_sha256(
+    predictions: Mapping[str, npt.NDArray[np.float64]], symbols: Sequence[str]
+) -> str:
     digest = hashlib.sha256()
     for s in symbols:
-        digest.update(np.ascontiguousarray(signals.predictions[s].to_numpy(np.float32)).tobytes())
+        digest.update(np.ascontiguousarray(predictions[s], dtype=np.float32).tobytes())
     return digest.hexdigest()
 
 
@@ -175,7 +173,7 @@ def compare(
     depend on the executor or the shard size, to the last bit.
 
     ``progress(stage, done, total)`` reports the stages ``signals`` (shards done / total),
-    ``quality`` (pooled-quality tasks done / total), ``simulate`` (account tasks done / total)
+    ``simulate`` (account tasks done / total)
     and ``stats``. ``_shard_hook`` is for tests only.
 
     While it runs, freed memory stays in the process for reuse (:mod:`modelyard._memory`;
@@ -264,54 +262,39 @@ def _compare(
         data = {s: data[s] for s in names}
         setups = symbol_setups(AssetSpecificModelRouter(cfg, asset_specific=False), names)
         classes = {s.symbol: s.asset_class for s in setups}
-        # the pooled quality needs no weights: the workers score while the driver limits
         routes = {v: _routes(pieces, names, v) for v in VARIANTS}
-        quality = QualityTask(
-            tuple(setups),
-            routes,
-            {v: {s: p.predictions[v][s] for p in pieces for s in p.symbols} for v in VARIANTS},
-            {d.model_id: cfg.models[d.model_id].horizon for v in VARIANTS for d in routes[v]},
-            {s: data[s]["close"].to_numpy(np.float64) for s in names},
-        )
-        parts = [(v,) for v in VARIANTS] if runner.workers > 1 else [VARIANTS]
-        report("quality", 0, len(parts))
-        quality_batch = runner.start(
-            quality_shard, [(quality.part(vs),) for vs in parts], name="quality"
-        )
+        predictions = {
+            v: {s: p.predictions[v][s] for p in pieces for s in p.symbols} for v in VARIANTS
+        }
         if layout is None or names != planned:
             layout = build_layout(data, names)
         engine = choose_engine(layout, setups)
-        # the gross limit couples every symbol: both variants' weights, here
-        timeline = GrossTimeline.of_rows(layout.rows, len(layout.index))  # both variants' bars
-        signals = {
-            v: _variant_signals(v, pieces, data, names, max_gross, timeline, routes[v])
-            for v in VARIANTS
-        }
-        weights = {v: signals[v].weights for v in VARIANTS}
         run = _run_config(layout, names, engine, timeframe, cash, max_gross)
+        # the account tasks turn the predictions into weights and apply the gross limit (it
+        # couples every symbol of a variant); they also score the pooled predictions
         task = SharedTask(
             tuple(setups),
-            {v: {s: w.to_numpy(np.float64) for s, w in weights[v].items()} for v in VARIANTS},
+            predictions,
+            float(max_gross),
             engine,
             cash,
             run,
             routes,
+            {d.model_id: cfg.models[d.model_id].horizon for v in VARIANTS for d in routes[v]},
         )
         # with several workers each variant is a task of its own (groups are simulated
         # independently: the same bits as one broadcast of both)
+        parts = [(v,) for v in VARIANTS] if runner.workers > 1 else [VARIANTS]
         report("simulate", 0, len(parts))
         accounts_batch = runner.start(
             shared_shard, [(task.part(vs), layout) for vs in parts], name="accounts"
         )
-        scores = quality_batch.gather(lambda done, total: report("quality", done, total))
         accounts = accounts_batch.gather(lambda done, total: report("simulate", done, total))
-        driver = _shared_accounts(
-            cfg, names, setups, signals, accounts, scores, run, report, layout
-        )
+        driver = _shared_accounts(cfg, names, setups, routes, accounts, run, report, layout)
     rows = driver.rows
     scored = {v: {s: q for p in pieces for s, q in p.quality[v].items()} for v in VARIANTS}
     for variant in VARIANTS:
-        model = {d.symbol: d.model_id for d in signals[variant].decisions}
+        model = {d.symbol: d.model_id for d in routes[variant]}
         for s in names:
             stats = driver.symbol_stats[(variant, s)]
             rows.append(_row("symbol", s, variant, stats, scored[variant][s], model, [s]))
@@ -344,8 +327,8 @@ def _compare(
         equity=equity,
         symbol_equity=symbol_equity,
         class_equity=class_equity,
-        routes={v: [dict(d.as_dict()) for d in signals[v].decisions] for v in VARIANTS},
-        predictions_sha256={v: _predictions_sha256(signals[v], names) for v in VARIANTS},
+        routes={v: [dict(d.as_dict()) for d in routes[v]] for v in VARIANTS},
+        predictions_sha256={v: _predictions_sha256(predictions[v], names) for v in VARIANTS},
         results=results,
         config=run,
         failures=found,
@@ -374,30 +357,6 @@ def _routes(
     """The variant's routes in symbol order."""
     by_symbol = {d.symbol: d for p in pieces for d in p.decisions[variant]}
     return tuple(by_symbol[s] for s in names)
-
-
-def _variant_signals(
-    variant: str,
-    pieces: Sequence[SignalsPiece],
-    data: Mapping[str, pd.DataFrame],
-    names: Sequence[str],
-    max_gross: float,
-    timeline: GrossTimeline,
-    routes: Sequence[RouteDecision],
-) -> VariantSignals:
-    """One variant's pieces in symbol order (on each symbol's bars), then the gross limit
-    across every symbol (:func:`~modelyard.strategies.signals.target_weight_history` on the
-    whole universe)."""
-    preds = {s: p.predictions[variant][s] for p in pieces for s in p.symbols}
-    raw = {s: p.raw_weights[variant][s] for p in pieces for s in p.symbols}
-    return VariantSignals(
-        variant,
-        {s: pd.Series(preds[s], index=data[s].index, name="prediction") for s in names},
-        limit_gross(
-            {s: pd.Series(raw[s], index=data[s].index) for s in names}, max_gross, timeline=timeline
-        ),
-        list(routes),
-    )
 
 
 def _run_config(
@@ -433,9 +392,8 @@ def _shared_accounts(
     cfg: AssetsConfig,
     names: Sequence[str],
     setups: Sequence[SymbolSetup],
-    signals: Mapping[str, VariantSignals],
+    routes: Mapping[str, Sequence[RouteDecision]],
     shared: Sequence[object],
-    scores: Sequence[object],
     run: dict[str, Any],
     report: Progress,
     layout: Layout,
@@ -444,11 +402,10 @@ def _shared_accounts(
     (:mod:`~modelyard.scale.shared`); the symbol rows are the caller's (they pool the
     shards' per-symbol quality)."""
     lost = [str(p) for p in shared if not isinstance(p, SharedPiece)]
-    lost += [str(p) for p in scores if not isinstance(p, QualityPiece)]
     if lost:
         raise DataError(f"the accounts (portfolio, class, symbol) failed: {'; '.join(lost)}")
     got = merge_pieces([p for p in shared if isinstance(p, SharedPiece)])
-    quality = {k: q for p in scores if isinstance(p, QualityPiece) for k, q in p.quality.items()}
+    quality = got.quality
     members = class_members(setups)
     out = _Shared(run, [], {}, {}, {}, {}, got.symbol_stats)
     out.symbol_equity = {
@@ -460,7 +417,7 @@ def _shared_accounts(
     done = 0
     assets = cfg.model_dump(mode="json")
     for variant in VARIANTS:
-        model = {d.symbol: d.model_id for d in signals[variant].decisions}
+        model = {d.symbol: d.model_id for d in routes[variant]}
         res = got.results[variant]
         out.results[variant] = Result(
             equity=res.equity,

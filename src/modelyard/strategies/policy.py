@@ -46,7 +46,7 @@ same floating-point operations in the same order (sums left to right, as Python 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ __all__ = [
     "GrossTimeline",
     "PolicyState",
     "limit_gross",
+    "limit_gross_arrays",
     "order_targets",
     "target_weights",
 ]
@@ -394,24 +395,40 @@ def limit_gross(
     ``timeline`` (:meth:`GrossTimeline.of` the series' indexes, in order) saves sorting them.
     """
     symbols = list(weights)
-    GrossLimiter(len(symbols), max_gross)  # validates max_gross
-    arrays = {s: np.asarray(weights[s], dtype=np.float64) for s in symbols}
-    # Fast path: no step can break the limit when the sum of the largest |w| stays below it.
-    if sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays.values()) <= max_gross:
-        arrays = {s: a.copy() for s, a in arrays.items()}
-    else:
-        if timeline is None:
-            timeline = GrossTimeline.of([weights[s].index for s in symbols])
-        lengths = [len(arrays[s]) for s in symbols]
-        if tuple(lengths) != timeline.lengths:
-            raise ValueError("limit_gross: the timeline was built on other indexes")
-        flat = np.concatenate([arrays[s] for s in symbols] or [np.empty(0)])
-        _limit_in_time_order_nb(
-            flat, timeline.order, timeline.symbol, timeline.bounds, len(symbols), float(max_gross)
-        )
-        edges = np.cumsum([0, *lengths])
-        arrays = {s: flat[edges[i] : edges[i + 1]] for i, s in enumerate(symbols)}
+    limited = limit_gross_arrays(
+        [weights[s].to_numpy(np.float64) for s in symbols],
+        max_gross,
+        timeline=lambda: (
+            GrossTimeline.of([weights[s].index for s in symbols]) if timeline is None else timeline
+        ),
+    )
     return {
-        s: pd.Series(arrays[s], index=weights[s].index, name="weight", dtype=np.float64)
-        for s in symbols
+        s: pd.Series(w, index=weights[s].index, name="weight", dtype=np.float64)
+        for s, w in zip(symbols, limited, strict=True)
     }
+
+
+def limit_gross_arrays(
+    weights: Sequence[npt.ArrayLike],
+    max_gross: float,
+    *,
+    timeline: GrossTimeline | Callable[[], GrossTimeline],
+) -> list[FloatArray]:
+    """:func:`limit_gross` on bare arrays (one per symbol, in the ``timeline``'s symbol order):
+    new float64 arrays, the inputs are not changed. ``timeline`` may be a callable that makes
+    it: it is called only when some step can break the limit."""
+    GrossLimiter(len(weights), max_gross)  # validates max_gross
+    arrays = [np.asarray(w, dtype=np.float64) for w in weights]
+    # Fast path: no step can break the limit when the sum of the largest |w| stays below it.
+    if sum(float(np.max(np.abs(a), initial=0.0)) for a in arrays) <= max_gross:
+        return [a.copy() for a in arrays]
+    steps = timeline() if callable(timeline) else timeline
+    lengths = [len(a) for a in arrays]
+    if tuple(lengths) != steps.lengths:
+        raise ValueError("limit_gross: the timeline was built on other indexes")
+    flat = np.concatenate(arrays or [np.empty(0)])
+    _limit_in_time_order_nb(
+        flat, steps.order, steps.symbol, steps.bounds, len(arrays), float(max_gross)
+    )
+    edges = np.cumsum([0, *lengths])
+    return [flat[edges[i] : edges[i + 1]] for i in range(len(arrays))]
