@@ -16,8 +16,8 @@ timeline) it times:
   on the warm pool (one run each; every one must write the same ONNX bytes).
 
 Prints the speedups (goal: dask warm >= 1.6x serial on 2 cores), where the time goes (stages
-from the progress callback: signals shards, then the pooled-quality tasks (started before the
-gross limit), the limit and the account tasks, one per variant) and checks that every run gives
+from the progress callback: signals shards, then the account tasks, one per variant: weights,
+gross limit, portfolio simulation, sleeves and pooled quality) and checks that every run gives
 the serial tables exactly.
 """
 
@@ -59,8 +59,8 @@ class Stages:
         signals = self.last.get("signals", 0.0)
         accounts = self.last.get("simulate", signals) - signals
         return (
-            f"signals {signals:4.2f} s, then quality tasks + limit + account tasks "
-            f"(portfolio simulation, sleeves) {accounts:4.2f} s"
+            f"signals {signals:4.2f} s, then account tasks (weights, limit, simulation, "
+            f"sleeves, pooled quality) {accounts:4.2f} s"
         )
 
 
