@@ -46,10 +46,12 @@ Run: ``.venv/bin/python benchmarks/paper_latency.py [--venue thread] [--steps 20
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import itertools
 import multiprocessing
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -290,6 +292,7 @@ def main() -> None:
     )  # fmt: skip
     floor_idle, floor_buy = framework_floor(buy=False), framework_floor(buy=True)
     tmp = Path(tempfile.mkdtemp(prefix="paper-latency-", dir=os.environ.get("JOURNAL_DIR")))
+    atexit.register(shutil.rmtree, tmp, True)  # the journal is scratch: gone however we exit
     print(f"venue: {args.venue}; journal: {tmp}; POST threads: {POST_WORKERS} (ours and raw)")
     with _venue(args.venue) as emu:
         store = AlpacaStore.for_emulator(
