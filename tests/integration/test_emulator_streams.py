@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
 from alpaca.data.live import CryptoDataStream, StockDataStream
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 from alpaca.trading.stream import TradingStream
 
 from modelyard.emulator import Emulator
+from modelyard.errors import ConfigError
 
 
 def _trading_stream(emu: Emulator, run_stream, raw: bool = False):  # type: ignore[no-untyped-def]
@@ -133,6 +135,32 @@ def test_stock_stream_replays_bars_with_utc_timestamps(emulator, run_stream) -> 
     assert [b.open for b in got] == expected["open"].tolist()
     assert {b.symbol for b in got} == {"AAPL"}
     runner.stop()
+
+
+def test_a_symbol_mute_skips_that_symbols_bars_only(emulator, run_stream) -> None:
+    stream = StockDataStream(
+        emulator.key_id, emulator.secret_key, url_override=emulator.stock_stream_url
+    )
+    runner = run_stream(
+        emulator, stream, "stock", lambda r: stream.subscribe_bars(r.handler, "AAPL", "MSFT")
+    )
+    emulator.faults.add("ws_mute", stream="stock", symbols=["AAPL"])
+    emulator.advance(30)
+    msft = _published(emulator, "MSFT", 30)
+    got = runner.get(len(msft))
+    assert {b.symbol for b in got} == {"MSFT"}  # the venue skipped AAPL, the rest flowed
+    assert runner.drain(wait=0.2) == []
+    emulator.faults.clear()
+    emulator.advance(30)
+    expected = len(_published(emulator, "AAPL", 30)) + len(_published(emulator, "MSFT", 30))
+    assert {b.symbol for b in runner.get(expected)} == {"AAPL", "MSFT"}
+    runner.stop()
+
+
+def test_a_symbol_mute_needs_a_list_of_symbols(emulator) -> None:
+    for bad in ("AAPL", [], [1]):
+        with pytest.raises(ConfigError, match="ws_mute symbols must be a non-empty list"):
+            emulator.faults.add("ws_mute", stream="stock", symbols=bad)
 
 
 def test_crypto_stream_replays_bars(emulator, run_stream) -> None:

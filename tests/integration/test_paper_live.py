@@ -205,6 +205,33 @@ def test_muted_stream_reconnects_and_fills_the_gap(live_emu: Emulator, tmp_path:
     session.store.close()
 
 
+def test_a_mute_shorter_than_the_watchdog_loses_no_bar(live_emu: Emulator, tmp_path: Path) -> None:
+    # the venue skips BTC/USD's bars for a while, shorter than the silence timeout (30 s):
+    # the watchdog sees nothing, the first bar after the mute shows the channel's gap
+    session = make_session(live_emu, tmp_path, ("BTC/USD",), silence_timeout=30.0)
+    running = Running(session, live_emu)
+    source = session.store.sources["crypto"]
+    running.step(5)
+    muted_from = live_emu.now
+    live_emu.faults.add("ws_mute", stream="crypto", symbols=["BTC/USD"])
+    running.step(6)
+    muted_to = live_emu.now
+    live_emu.faults.clear()
+    running.step(4)
+    wait_until(lambda: source.gap_filled >= 6, 5.0)
+    running.step(2)
+    running.finish()
+    assert_every_bar_once(session, live_emu, "BTC/USD")
+    assert source.reconnects == 0  # the watchdog never fired
+    statuses = [s for name, s in session.gate.history if name == "BTC/USD"]
+    assert "CONNBROKEN" not in statuses
+    assert statuses[-3:] == ["DELAYED", "LIVE", "DISCONNECTED"]  # the gap's bars came delayed
+    for row in session.store.journal.orders():  # nothing traded on the gap's (late) bars
+        assert not (muted_from < row.decision_bar_ts <= muted_to) or row.state == "failed", row
+    assert_invariant(session.store.journal, live_emu)
+    session.store.close()
+
+
 def test_an_exception_in_the_handler_does_not_stop_the_stream(
     live_emu: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:

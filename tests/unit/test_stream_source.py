@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
+
 from modelyard.feeds import live
 from modelyard.feeds.live import BarChannel, BarHub, LiveBar, StreamSource
 
@@ -167,3 +169,118 @@ def test_a_poke_wakes_the_loop_once() -> None:
     hub.poke()  # wakes a waiting loop
     waiter.join(1.0)
     assert not waiter.is_alive()
+
+
+MIN = 60 * 10**9
+T0 = int(pd.Timestamp("2026-03-02 15:00", tz="UTC").value)
+
+
+def _msg(ts: int) -> dict[str, Any]:
+    stamp = pd.Timestamp(ts, unit="ns", tz="UTC")
+    return {"S": "BTC/USD", "t": stamp, "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0}
+
+
+def _bars(channel: BarChannel) -> list[int]:
+    return [(bar.ts_ns - T0) // MIN for status, bar in channel.items if status < 0]
+
+
+def test_a_channel_gap_while_live_is_filled_over_rest_before_the_held_bars() -> None:
+    """The stream skips two bars of a channel (no silence: the watchdog has nothing to see);
+    the next stream bars are held while REST gives the skipped ones."""
+    fetched: list[int | None] = []
+    rest = [_bar(T0 + k * MIN) for k in range(6)]
+
+    def history(channel: BarChannel, after: int | None) -> list[LiveBar]:
+        fetched.append(after)
+        return rest[:1] if after is None else [b for b in rest if b.ts_ns > after]
+
+    source, channel, _ = _source(history)
+    source.start()
+    try:
+        _wait(lambda: source.state == "live")
+        source.receive(_msg(T0 + MIN))
+        source.receive(_msg(T0 + 4 * MIN))  # 2 and 3 skipped
+        source.receive(_msg(T0 + 5 * MIN))
+        _wait(lambda: len(_bars(channel)) == 6)
+        assert _bars(channel) == [0, 1, 2, 3, 4, 5]  # each once, in order
+        assert fetched == [None, T0 + MIN]
+        assert source.gap_filled == 2
+        assert source.reconnects == 0
+        assert _statuses(channel) == ["DELAYED", "LIVE", "DELAYED", "LIVE"]
+        kinds = ["bar" if s < 0 else NAMES[s] for s, _ in channel.items]
+        # the filled bars under DELAYED (nothing trades on them), the held ones under LIVE
+        assert kinds == [
+            *["DELAYED", "bar", "LIVE", "bar"],  # the backfill, then bar 1 live
+            *["DELAYED", "bar", "bar", "LIVE", "bar", "bar"],
+        ]
+    finally:
+        source.stop()
+
+
+def test_a_gap_rest_cannot_fill_releases_the_held_bars_as_they_are() -> None:
+    def history(channel: BarChannel, after: int | None) -> list[LiveBar]:
+        return [_bar(T0)] if after is None else []  # no trades in those minutes
+
+    source, channel, _ = _source(history)
+    source.start()
+    try:
+        _wait(lambda: source.state == "live")
+        source.receive(_msg(T0 + 3 * MIN))
+        _wait(lambda: len(_bars(channel)) == 2)
+        assert _bars(channel) == [0, 3]
+        assert source.gap_filled == 0
+        assert _statuses(channel) == ["DELAYED", "LIVE"]  # no status flicker
+    finally:
+        source.stop()
+
+
+def test_held_bars_join_the_catch_up_when_the_stream_resubscribes() -> None:
+    """A resubscription while a channel's bars are held: the catch-up (REST since the last
+    pushed bar) takes them over, none is lost or sent twice."""
+    gate = threading.Event()
+    calls: list[int | None] = []
+
+    def history(channel: BarChannel, after: int | None) -> list[LiveBar]:
+        calls.append(after)
+        if len(calls) == 2:  # the channel's gap fill: slow, the resubscription comes first
+            gate.wait(5.0)
+            raise ConnectionError("REST timed out")
+        return [_bar(T0)] if after is None else [_bar(T0 + k * MIN) for k in (1, 2)]
+
+    source, channel, streams = _source(history)
+    source.start()
+    try:
+        _wait(lambda: source.state == "live")
+        source.receive(_msg(T0 + 3 * MIN))
+        _wait(lambda: len(calls) == 2)
+        streams[-1].acknowledge()  # alpaca-py reconnected by itself meanwhile
+        gate.set()
+        _wait(lambda: source.state == "live" and len(_bars(channel)) == 4)
+        assert _bars(channel) == [0, 1, 2, 3]
+        assert calls[2] == T0  # the catch-up's REST since the last pushed bar
+    finally:
+        source.stop()
+
+
+def test_bars_expected_between_follows_each_class_calendar() -> None:
+    def channel(asset_class: str, timeframe: str) -> BarChannel:
+        return BarChannel("X", "X", asset_class, timeframe, BarHub())
+
+    def ns(text: str) -> int:
+        return int(pd.Timestamp(text, tz="America/New_York").tz_convert("UTC").value)
+
+    crypto = channel("crypto", "1min")
+    assert not live.bars_expected_between(crypto, ns("2026-03-02 10:00"), ns("2026-03-02 10:01"))
+    assert live.bars_expected_between(crypto, ns("2026-03-02 10:00"), ns("2026-03-02 10:02"))
+    assert live.bars_expected_between(crypto, ns("2026-03-06 23:59"), ns("2026-03-09 00:00"))
+    stock = channel("us_equity", "1min")
+    assert live.bars_expected_between(stock, ns("2026-03-02 10:00"), ns("2026-03-02 10:05"))
+    assert not live.bars_expected_between(stock, ns("2026-03-02 15:59"), ns("2026-03-03 09:30"))
+    daily = channel("equities", "1d")
+    friday, monday, wednesday = (
+        ns("2026-03-06 16:00"),
+        ns("2026-03-09 16:00"),
+        ns("2026-03-11 16:00"),
+    )
+    assert not live.bars_expected_between(daily, friday, monday)  # a weekend
+    assert live.bars_expected_between(daily, monday, wednesday)  # Tuesday is missing

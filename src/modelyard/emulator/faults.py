@@ -22,7 +22,9 @@ Orders and trade_updates
 Websockets and clock (state-like: active until cleared, ``count`` ignored)
     ``ws_drop``       close the current ``stream`` connections (``trading``/``stock``/``crypto``/
                       ``all``) at once; clients reconnect, events in between are lost
-    ``ws_mute``       connections stay open but nothing is sent on ``stream``
+    ``ws_mute``       connections stay open but nothing is sent on ``stream``; with
+                      ``symbols`` (a list), only those symbols' bars are left out and the rest
+                      flows (a venue that skips one symbol's messages)
     ``ws_slow_subscribe`` a bars subscription on ``stream`` takes effect (and is acknowledged)
                       ``seconds`` (default 1) after it arrives; bars published before are not
                       sent on that connection, as with a subscription still in flight
@@ -139,6 +141,18 @@ class FaultPlan:
         stream = params.get("stream", "all")
         if kind in STREAM_KINDS and stream not in STREAMS:
             raise ConfigError(f"stream must be one of {STREAMS}, got {stream!r}", key="stream")
+        if kind == "ws_mute" and "symbols" in params:
+            symbols = params["symbols"]
+            if (
+                not isinstance(symbols, list | tuple)
+                or not symbols
+                or not all(isinstance(x, str) for x in symbols)
+            ):
+                raise ConfigError(
+                    f"ws_mute symbols must be a non-empty list of symbols, got {symbols!r}",
+                    key="symbols",
+                )
+            params = {**params, "symbols": sorted(symbols)}
         if kind in ("stream_reject", "partial_then_expire") and client_order_id is None:
             raise ConfigError(f"{kind} needs client_order_id", key="client_order_id")
         interval = float(params.get("interval", 0.02))
@@ -214,6 +228,19 @@ class FaultPlan:
 
     def active(self, kind: str, stream: str | None = None) -> bool:
         return self._armed(kind, stream) is not None
+
+    def muted(self, stream: str) -> tuple[bool, frozenset[str]]:
+        """The ``ws_mute`` faults armed on ``stream``: (every data frame muted, the symbols
+        whose bars are muted)."""
+        whole, symbols = False, set()
+        with self._lock:
+            for f in self._faults:
+                if f.kind == "ws_mute" and f.params.get("stream", "all") in (stream, "all"):
+                    if "symbols" in f.params:
+                        symbols.update(f.params["symbols"])
+                    else:
+                        whole = True
+        return whole, frozenset(symbols)
 
     def param(
         self, kind: str, name: str, default: float, stream: str | None = None

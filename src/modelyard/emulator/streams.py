@@ -93,10 +93,13 @@ class StreamHub:
             if conn.stream == "trading" or not conn.bars:
                 continue
             crypto = conn.stream == "crypto"
+            _, muted = self._faults.muted(conn.stream)
             wanted = [
                 _bar_message(b)
                 for b in bars
-                if ("/" in b.symbol) == crypto and (b.symbol in conn.bars or "*" in conn.bars)
+                if ("/" in b.symbol) == crypto
+                and (b.symbol in conn.bars or "*" in conn.bars)
+                and b.symbol not in muted
             ]
             if wanted:
                 conn.queue.put_nowait((_pack(wanted), True))
@@ -120,7 +123,7 @@ class StreamHub:
             if item is None:
                 return
             frame, is_data = item
-            if is_data and self._faults.active("ws_mute", conn.stream):
+            if is_data and self._faults.muted(conn.stream)[0]:
                 continue
             try:
                 await conn.ws.send_bytes(frame)

@@ -21,7 +21,14 @@ Pieces (plain classes; :class:`AlpacaLiveData` is the thin Backtrader shell):
   - the first bar after a silence, or alpaca-py's own reconnect after a dropped connection
     (a second subscription acknowledgement) -> ``recovering``: the gap since each channel's
     last bar is fetched over REST and pushed under ``DELAYED``, then the held stream bars under
-    ``LIVE``.
+    ``LIVE``;
+  - one channel's gap while live: a stream bar that comes more than one bar after the
+    channel's last bar, where the venue would have published bars in between
+    (:func:`bars_expected_between`), is held with every later bar of that channel while the
+    supervisor asks REST for the bars in between. The stream skipped them (a mute shorter
+    than the watchdog's timeout, or a venue that skipped one symbol's messages) or there were
+    none (no trades in those minutes). Bars found are pushed under ``DELAYED``, then the held
+    bars under ``LIVE``. The other channels go on meanwhile.
 
 * Stream handlers catch everything and log (alpaca-py swallows handler errors and can spin).
   Timestamps are UTC nanoseconds; daily equity bars are labelled at the session's 16:00
@@ -42,6 +49,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 import backtrader as bt
+import numpy as np
 import pandas as pd
 
 from modelyard.feeds.resample import parse_timeframe
@@ -53,6 +61,7 @@ __all__ = [
     "LiveBar",
     "StreamSource",
     "acknowledging",
+    "bars_expected_between",
     "label_bar_time",
 ]
 
@@ -100,6 +109,25 @@ def bt_date_number(ts_ns: int) -> float:
 def timeframe_seconds(label: str) -> float:
     """``1min``, ``1h``, ``1d`` ... in seconds."""
     return float(parse_timeframe(label).total_seconds())
+
+
+def bars_expected_between(channel: BarChannel, after_ns: int, before_ns: int) -> bool:
+    """Whether the venue would publish a bar of ``channel`` strictly between two of its bars.
+
+    Crypto trades around the clock: any step skipped. Equities (and options): intraday bars
+    only within one New York date (a night, a weekend or a holiday between two sessions is
+    no gap); daily bars only when a weekday lies between the two sessions (a holiday then
+    costs one REST call that finds nothing)."""
+    step = channel.step_ns
+    if before_ns - after_ns <= step:
+        return False
+    if channel.asset_class == "crypto":
+        return True
+    first = pd.Timestamp(after_ns, unit="ns", tz="UTC").tz_convert(_NY).date()
+    last = pd.Timestamp(before_ns, unit="ns", tz="UTC").tz_convert(_NY).date()
+    if step < 86_400 * 10**9:
+        return first == last
+    return int(np.busday_count(first + pd.Timedelta(days=1), last)) > 0
 
 
 @cache
@@ -169,6 +197,7 @@ class BarChannel:
         self.stream_symbol = stream_symbol
         self.asset_class = asset_class
         self.timeframe = timeframe
+        self.step_ns = int(timeframe_seconds(timeframe) * 1e9)
         self.hub = hub
         self.last_ts = -1
         self.items: deque[tuple[int, Any]] = deque()  # (status, None) or (-1, LiveBar)
@@ -252,6 +281,8 @@ class StreamSource:
         self.handler_errors = 0
         self._lock = threading.Lock()
         self._pending: list[LiveBar] = []
+        # live: a channel's stream bars held while REST fills the gap before them
+        self._held: dict[BarChannel, list[LiveBar]] = {}
         self._last_arrival = time.monotonic()
         self._stream: Any = None
         self._thread: threading.Thread | None = None
@@ -336,7 +367,17 @@ class StreamSource:
             self._last_arrival = time.monotonic()
             self._failures = 0
             if self.state == "live":
-                if channel.push_bar(bar) and self.on_live_bar is not None:
+                held = self._held.get(channel)
+                if held is not None:
+                    held.append(bar)
+                elif (
+                    channel.last_ts >= 0
+                    and bar.ts_ns - channel.last_ts > channel.step_ns
+                    and bars_expected_between(channel, channel.last_ts, bar.ts_ns)
+                ):
+                    self._held[channel] = [bar]
+                    self._wake.set()
+                elif channel.push_bar(bar) and self.on_live_bar is not None:
                     self.on_live_bar()
                 return
             self._pending.append(bar)
@@ -361,6 +402,7 @@ class StreamSource:
                 return
             for channel in self.channels.values():
                 channel.push_status(CONNBROKEN)
+            self._hold_all()
             self.state = "recovering"
         logger.warning("%s stream: resubscribed; filling the gap over REST", self.kind)
         self._wake.set()
@@ -386,6 +428,7 @@ class StreamSource:
             with self._lock:
                 if self.state != "live":
                     return
+                self._hold_all()
                 self.state = "silent"
             logger.warning(
                 "%s stream: no bar for %.1fs; reconnecting", self.kind, self.silence_timeout
@@ -395,6 +438,51 @@ class StreamSource:
             self._reconnect(now)
         elif state == "silent" and now >= self._restart_at:
             self._reconnect(now)
+        elif state == "live" and self._held:
+            self._fill_gaps()
+
+    def _hold_all(self) -> None:
+        """Leaving ``live`` (lock held): the bars held for channel gaps join the stream bars
+        that the catch-up pushes after its REST bars."""
+        for bars in self._held.values():
+            self._pending.extend(bars)
+        self._held.clear()
+
+    def _fill_gaps(self) -> None:
+        """The bars REST has between each gapped channel's last bar and its held stream bars;
+        then the held bars (module docstring). A REST failure leaves the bars held: the next
+        tick retries."""
+        with self._lock:
+            todo = list(self._held)
+        for channel in todo:
+            try:
+                fetched = self._history(channel, channel.last_ts)
+            except Exception:
+                logger.exception("%s: REST bars for a gap failed; retrying", channel.symbol)
+                return
+            with self._lock:
+                held = self._held.pop(channel, None)
+                if held is None:  # a catch-up took them over meanwhile
+                    continue
+                missed = [b for b in fetched if channel.last_ts < b.ts_ns < held[0].ts_ns]
+                if missed:
+                    channel.push_status(DELAYED)
+                    for bar in missed:
+                        if channel.push_bar(bar):
+                            self.gap_filled += 1
+                    channel.push_status(LIVE)
+                    logger.warning(
+                        "%s: the stream skipped %d bar(s) before %s; filled over REST",
+                        channel.symbol,
+                        len(missed),
+                        pd.Timestamp(held[0].ts_ns, unit="ns", tz="UTC"),
+                    )
+                # REST's bars among the held ones too: the held bars may have gaps of their own
+                later = [b for b in fetched if held[0].ts_ns <= b.ts_ns <= held[-1].ts_ns]
+                for bar in sorted([*held, *later], key=lambda b: b.ts_ns):
+                    channel.push_bar(bar)
+            if self.on_live_bar is not None:
+                self.on_live_bar()
 
     def _reconnect(self, now: float) -> None:
         self._failures += 1
