@@ -59,6 +59,7 @@ __all__ = [
     "SharedPiece",
     "SharedTask",
     "class_members",
+    "limited_weights",
     "merge_pieces",
     "pooled_quality",
     "shared_shard",
