@@ -276,7 +276,10 @@ class DaskRunner(Runner):
         self.client = client
         self._owned = owned  # closed in this order (client before its cluster)
         workers = client.nthreads()
-        self.direct = _direct_transfers(client, list(workers))
+        # the workers when the run started: a preference for placing tasks, and what a
+        # broadcast waits for (each nthreads() is a round trip to the scheduler)
+        self.addresses = list(workers)
+        self.direct = _direct_transfers(client, self.addresses)
         super().__init__(max(sum(workers.values()), 1), retries)
 
     def describe(self) -> str:
@@ -298,7 +301,7 @@ class DaskRunner(Runner):
         # placing tasks that depend on broadcast data while every worker was busy, the
         # scheduler was seen to queue two on one worker and leave the other idle (a run
         # 1.1 s instead of 0.8 s, one run in three).
-        workers = list(self.client.nthreads()) if len(calls) > 1 else []
+        workers = self.addresses if len(calls) > 1 else []
         spread = 1 < len(calls) <= len(workers)
         with warnings.catch_warnings():
             # each shard's bars are sent once per stage; that is the design, not a repetition
@@ -360,7 +363,7 @@ class _Shared:
     def __init__(self, runner: DaskRunner, value: Any) -> None:
         self.value = value
         self._client = runner.client
-        self._workers = set(runner.client.nthreads())
+        self._workers = set(runner.addresses)
         self._future: Any = None
         self._done = threading.Event()
         thread = threading.Thread(
