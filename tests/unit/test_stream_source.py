@@ -284,3 +284,25 @@ def test_bars_expected_between_follows_each_class_calendar() -> None:
     )
     assert not live.bars_expected_between(daily, friday, monday)  # a weekend
     assert live.bars_expected_between(daily, monday, wednesday)  # Tuesday is missing
+
+
+def test_gap_fills_past_the_budget_let_the_held_bars_through_unchecked() -> None:
+    fetched: list[int | None] = []
+
+    def history(channel: BarChannel, after: int | None) -> list[LiveBar]:
+        fetched.append(after)
+        return [_bar(T0)] if after is None else []  # an illiquid symbol: empty minutes
+
+    source, channel, _ = _source(history, gap_fills_per_minute=1)
+    source.start()
+    try:
+        _wait(lambda: source.state == "live")
+        source.receive(_msg(T0 + 3 * MIN))  # a gap: checked over REST
+        _wait(lambda: len(_bars(channel)) == 2)
+        source.receive(_msg(T0 + 6 * MIN))  # another within the minute: no budget left
+        _wait(lambda: len(_bars(channel)) == 3)
+        assert _bars(channel) == [0, 3, 6]
+        assert fetched == [None, T0]  # one REST call for the two gaps
+        assert (source.gap_filled, source.gaps_unchecked) == (0, 1)
+    finally:
+        source.stop()

@@ -292,6 +292,7 @@ class PaperSession:
             "held_back_orders": self.gate.held_back,
             "reconnects": sum(s.reconnects for s in self.store.sources.values()),
             "gap_filled_bars": sum(s.gap_filled for s in self.store.sources.values()),
+            "gaps_unchecked": sum(s.gaps_unchecked for s in self.store.sources.values()),
             "posts": self.store.executor.request_counts().get("POST /v2/orders", 0),
         }
         return Result(

@@ -28,7 +28,10 @@ Pieces (plain classes; :class:`AlpacaLiveData` is the thin Backtrader shell):
     supervisor asks REST for the bars in between. The stream skipped them (a mute shorter
     than the watchdog's timeout, or a venue that skipped one symbol's messages) or there were
     none (no trades in those minutes). Bars found are pushed under ``DELAYED``, then the held
-    bars under ``LIVE``. The other channels go on meanwhile.
+    bars under ``LIVE``. The other channels go on meanwhile. Each fill costs REST requests,
+    and an illiquid symbol's empty minutes look like gaps, so a source makes at most
+    ``gap_fills_per_minute`` of them (default 30: Alpaca allows 200 requests a minute); past
+    that, a gap's held bars go on unchecked, logged and counted (``gaps_unchecked``).
 
 * Stream handlers catch everything and log (alpaca-py swallows handler errors and can spin).
   Timestamps are UTC nanoseconds; daily equity bars are labelled at the session's 16:00
@@ -263,6 +266,7 @@ class StreamSource:
         backoff: tuple[float, float] = (0.25, 10.0),
         tick: float | None = None,
         subscribe_timeout: float = 10.0,
+        gap_fills_per_minute: int = 30,
     ) -> None:
         self.kind = kind
         self._factory = stream_factory
@@ -278,6 +282,9 @@ class StreamSource:
         self.state = "backfill"
         self.reconnects = 0
         self.gap_filled = 0
+        self.gaps_unchecked = 0  # channel gaps let through without REST (the budget was spent)
+        self.gap_fills_per_minute = gap_fills_per_minute
+        self._gap_fills: deque[float] = deque()  # monotonic times of recent gap fills
         self.handler_errors = 0
         self._lock = threading.Lock()
         self._pending: list[LiveBar] = []
@@ -455,6 +462,9 @@ class StreamSource:
         with self._lock:
             todo = list(self._held)
         for channel in todo:
+            if not self._gap_budget():
+                self._release_unchecked(channel)
+                continue
             try:
                 fetched = self._history(channel, channel.last_ts)
             except Exception:
@@ -483,6 +493,35 @@ class StreamSource:
                     channel.push_bar(bar)
             if self.on_live_bar is not None:
                 self.on_live_bar()
+
+    def _gap_budget(self) -> bool:
+        """Whether one more gap fill fits in the last minute's ``gap_fills_per_minute``."""
+        now = time.monotonic()
+        while self._gap_fills and now - self._gap_fills[0] > 60.0:
+            self._gap_fills.popleft()
+        if len(self._gap_fills) >= self.gap_fills_per_minute:
+            return False
+        self._gap_fills.append(now)
+        return True
+
+    def _release_unchecked(self, channel: BarChannel) -> None:
+        """The held bars of ``channel`` as they are: no REST budget left for its gap."""
+        with self._lock:
+            held = self._held.pop(channel, None)
+            if held is None:
+                return
+            self.gaps_unchecked += 1
+            for bar in held:
+                channel.push_bar(bar)
+        logger.warning(
+            "%s: a gap before %s was not checked over REST (%d gap fills in the last minute "
+            "already); bars the stream skipped there, if any, are missing",
+            channel.symbol,
+            pd.Timestamp(held[0].ts_ns, unit="ns", tz="UTC"),
+            self.gap_fills_per_minute,
+        )
+        if self.on_live_bar is not None:
+            self.on_live_bar()
 
     def _reconnect(self, now: float) -> None:
         self._failures += 1
