@@ -140,3 +140,35 @@ def test_submitted_notifications_are_snapshots_taken_before_the_order_moves() ->
         (refs["third"], "Submitted"), (refs["third"], "Rejected"),
         (refs["second"], "Canceled"), (refs["first"], "Accepted"),
     ]  # fmt: skip
+
+
+def test_order_snapshot_is_backtraders_clone() -> None:
+    """``order_snapshot`` gives what ``order.clone()`` gives: a shallow copy whose ``executed``
+    is a copy taken after ``markpending`` (each snapshot shows the executions since the last
+    one), and a later fill or status change of the order leaves the snapshot as it was."""
+    import copy
+
+    from modelyard.brokers.bt_broker import order_snapshot
+
+    order = bt.BuyOrder(size=3, price=None, exectype=bt.Order.Market, simulated=True)
+    order.executed.add(None, 1, 100.0)
+    twin = copy.deepcopy(order.executed)
+    got = order_snapshot(order)
+    assert type(got) is type(order)
+    assert got.__dict__.keys() == order.__dict__.keys()
+    for key, value in order.__dict__.items():
+        if key != "executed":
+            assert got.__dict__[key] is value, key
+    assert got.executed is not order.executed
+    want = twin.clone()  # Backtrader's clone of the same execution state
+    assert {k: v for k, v in got.executed.__dict__.items() if k != "exbits"} == {
+        k: v for k, v in want.__dict__.items() if k != "exbits"
+    }
+    assert [vars(b) for b in got.executed.exbits] == [vars(b) for b in want.exbits]
+    assert [bit.size for bit in got.executed.iterpending()] == [1]
+    order.executed.add(None, 2, 101.0)
+    order.completed()
+    assert (got.executed.size, got.status) == (1, bt.Order.Created)
+    later = order_snapshot(order)
+    assert later.executed.size == 3
+    assert [bit.size for bit in later.executed.iterpending()] == [2]  # only the new one

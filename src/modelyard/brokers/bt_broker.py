@@ -94,6 +94,20 @@ def _bar_time(num: float) -> datetime:
     return moment
 
 
+def order_snapshot(order: Any) -> Any:
+    """What Backtrader's ``order.clone()`` gives (a shallow copy whose ``executed`` is a
+    shallow copy of its own, taken after ``markpending()``), without ``copy.copy``'s generic
+    path: 1 us instead of 4 us an order, and a step notifies every order two or three times."""
+    snapshot = object.__new__(type(order))
+    snapshot.__dict__.update(order.__dict__)
+    executed = order.executed
+    executed.markpending()
+    copied = object.__new__(type(executed))
+    copied.__dict__.update(executed.__dict__)
+    snapshot.executed = copied
+    return snapshot
+
+
 class _LateClone:
     """A ``Submitted`` notification whose ``order.clone()`` is taken later (see
     :meth:`AlpacaBroker._notify_submitted`)."""
@@ -106,7 +120,7 @@ class _LateClone:
 
     def take(self) -> Any:
         if self.clone is None:
-            self.clone = self.order.clone()
+            self.clone = order_snapshot(self.order)
         return self.clone
 
 
@@ -230,7 +244,7 @@ class AlpacaBroker(bt.BrokerBase):  # type: ignore[misc]
         return item.take() if isinstance(item, _LateClone) else item
 
     def notify(self, order: Any) -> None:
-        self.notifs.append(order.clone())
+        self.notifs.append(order_snapshot(order))
 
     def _notify_submitted(self, order: Any) -> None:
         """:meth:`notify` of a just-placed order, with its snapshot taken after the step's batch
