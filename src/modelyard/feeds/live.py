@@ -457,8 +457,10 @@ class StreamSource:
 
     def _fill_gaps(self) -> None:
         """The bars REST has between each gapped channel's last bar and its held stream bars;
-        then the held bars (module docstring). A REST failure leaves the bars held: the next
-        tick retries."""
+        then the held bars (module docstring). A REST failure leaves the bars held and the
+        next tick retries; every attempt counts against ``gap_fills_per_minute``, so a REST
+        outage holds a channel for one budget's worth of attempts at most, then its bars go
+        on unchecked."""
         with self._lock:
             todo = list(self._held)
         for channel in todo:
