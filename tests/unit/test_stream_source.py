@@ -306,3 +306,25 @@ def test_gap_fills_past_the_budget_let_the_held_bars_through_unchecked() -> None
         assert (source.gap_filled, source.gaps_unchecked) == (0, 1)
     finally:
         source.stop()
+
+
+def test_a_rest_outage_holds_a_gap_for_one_budget_of_attempts_at_most() -> None:
+    attempts: list[int | None] = []
+
+    def history(channel: BarChannel, after: int | None) -> list[LiveBar]:
+        if after is None:
+            return [_bar(T0)]
+        attempts.append(after)
+        raise ConnectionError("REST is down")
+
+    source, channel, _ = _source(history, gap_fills_per_minute=3)
+    source.start()
+    try:
+        _wait(lambda: source.state == "live")
+        source.receive(_msg(T0 + 3 * MIN))
+        _wait(lambda: len(_bars(channel)) == 2)
+        assert _bars(channel) == [0, 3]  # went on after the budget's attempts
+        assert len(attempts) == 3
+        assert source.gaps_unchecked == 1
+    finally:
+        source.stop()
