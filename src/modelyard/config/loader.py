@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelyard._paths import default_config_path
+from modelyard._yaml import safe_load
 from modelyard.config.schema import (
     ASSET_CLASSES,
     AssetClassConfig,
@@ -56,7 +57,7 @@ def load_config(path: str | Path | None = None) -> AssetsConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc}", path=str(file)) from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelyard._paths import project_root
+from modelyard._yaml import safe_load
 from modelyard.errors import ConfigError, ContractViolation
 
 __all__ = [
@@ -175,7 +176,7 @@ def load_contract(path_or_name: str | Path) -> DataContract:
     if not file.is_file():
         raise ConfigError("contract file not found", path=str(file))
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        raw = safe_load(file.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read contract: {exc}", path=str(file)) from exc
     if not isinstance(raw, dict):

@@ -47,6 +47,7 @@ import yaml
 from numba import njit
 
 from modelyard._atomic import write_dir_atomic
+from modelyard._yaml import safe_load
 
 __all__ = [
     "ORDER_COLUMNS",
@@ -640,5 +641,5 @@ class Result:
             trades=_read_frame((root / "trades.csv").read_text(), TRADE_COLUMNS),
             stats=stats,
             routes=json.loads((root / "routes.json").read_text()),
-            config=yaml.safe_load((root / "config.yaml").read_text()) or {},
+            config=safe_load((root / "config.yaml").read_text()) or {},
         )
