@@ -200,7 +200,7 @@ def _quality(
 def sleeve_steps(layout: Layout, names: Sequence[str]) -> npt.NDArray[np.intp]:
     """The steps of ``layout`` where the sleeve of ``names`` can change: the union of their
     bars."""
-    position = {s: j for j, s in enumerate(layout.symbols)}
+    position = layout.column
     if len(names) == 1:
         return layout.rows[position[names[0]]]
     on = np.zeros(len(layout.index), dtype=bool)

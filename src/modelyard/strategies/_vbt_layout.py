@@ -9,6 +9,7 @@ first close while it holds nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,11 @@ class Layout:
     close: FloatArray  # (n, k), ffilled then bfilled
     has_bar: BoolArray  # (n, k)
     rows: tuple[npt.NDArray[np.intp], ...]  # per symbol: its bars' rows in ``index``
+
+    @functools.cached_property
+    def column(self) -> dict[str, int]:
+        """Each symbol's column in the arrays (built once: a sleeve per symbol asks)."""
+        return {s: j for j, s in enumerate(self.symbols)}
 
     @property
     def contiguous(self) -> bool:

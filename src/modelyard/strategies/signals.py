@@ -92,9 +92,12 @@ def predict_history(
                 part = compute(frame, spec_for(name))
                 if features is not None:
                     features[(symbol, name)] = part
-            for column in part.columns:
+            # one conversion per frame, not one lookup per column (a DataFrame column lookup
+            # costs about 20 us; a feature frame is one float64 block, so these are views)
+            matrix = part.to_numpy(dtype=np.float64)
+            for i, column in enumerate(part.columns):
                 if column not in columns:
-                    columns[column] = part[column].to_numpy()
+                    columns[column] = matrix[:, i]
         served = _feature_names(router.config, decision.model_id)
         keep = np.ones(len(frame), dtype=bool)
         for column in served:

@@ -221,7 +221,7 @@ class Simulation:
         if level not in ("class", "symbol"):
             raise ValueError(f"level must be 'class' or 'symbol', got {level!r}")
         keys, group_lens = _group_runs(self.columns, level)
-        position = {s: j for j, s in enumerate(self.layout.symbols)}
+        position = self.layout.column
         tile = [position[str(s)] for s in self.columns.get_level_values("symbol")]
         close = self.layout.close.T[tile].T  # (n, columns), Fortran order: one copy
         values = sleeve_values(len(self.layout.index), self.records, close, group_lens, self.cash)
