@@ -377,10 +377,8 @@ class StreamSource:
                 held = self._held.get(channel)
                 if held is not None:
                     held.append(bar)
-                elif (
-                    channel.last_ts >= 0
-                    and bar.ts_ns - channel.last_ts > channel.step_ns
-                    and bars_expected_between(channel, channel.last_ts, bar.ts_ns)
+                elif channel.last_ts >= 0 and bars_expected_between(
+                    channel, channel.last_ts, bar.ts_ns
                 ):
                     self._held[channel] = [bar]
                     self._wake.set()

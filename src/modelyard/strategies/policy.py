@@ -398,8 +398,10 @@ def limit_gross(
     limited = limit_gross_arrays(
         [weights[s].to_numpy(np.float64) for s in symbols],
         max_gross,
-        timeline=lambda: (
-            GrossTimeline.of([weights[s].index for s in symbols]) if timeline is None else timeline
+        timeline=(
+            timeline
+            if timeline is not None
+            else lambda: GrossTimeline.of([weights[s].index for s in symbols])
         ),
     )
     return {
