@@ -184,3 +184,34 @@ def test_unreachable_server_is_broker_unavailable(tmp_path: Path) -> None:
         pytest.raises(BrokerUnavailable, match="unreachable"),
     ):
         history.fetch("BTC/USD", "1h", "2024-01-01", "2024-01-02")
+
+
+def test_fetch_many_asks_once_per_asset_class_and_matches_fetch(
+    venue_bars: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    """Many symbols in one request per asset class (the emulator pages across symbols as
+    Alpaca does); each frame equals a one-symbol fetch; a symbol without bars is left out."""
+    from modelyard.emulator import Emulator
+
+    end = max(f.index[-1] for f in venue_bars.values()).to_pydatetime()
+    lo, hi = venue_bars["AAPL"].index[2], venue_bars["AAPL"].index[20]  # BTC/USD's 30 days
+    with Emulator(venue_bars, speed=0, start=end, rate_limit_per_minute=100_000) as emu:
+        cached = AlpacaHistory(
+            emu.key_id, emu.secret_key, url_override=emu.base_url, cache_dir=tmp_path
+        )
+        frames = cached.fetch_many(["AAPL", "msft", "BTCUSD", "BTC/USD", "NVDA"], "1d", lo, hi)
+        assert list(frames) == ["AAPL", "msft", "BTCUSD", "BTC/USD"]  # no NVDA bars there
+        assert frames["BTCUSD"] is frames["BTC/USD"]  # one symbol, asked for once
+        assert emu.request_counts() == {"/v2/stocks/bars": 1, "/v1beta3/crypto/us/bars": 1}
+        assert len(frames["AAPL"]) >= 15
+        assert not frames["AAPL"].equals(frames["msft"])
+        again = cached.fetch_many(["AAPL", "MSFT"], "1d", lo, hi)  # both from the cache
+        assert emu.request_counts()["/v2/stocks/bars"] == 1
+        plain = AlpacaHistory(emu.key_id, emu.secret_key, url_override=emu.base_url)
+        for symbol, given in [("AAPL", "AAPL"), ("MSFT", "msft"), ("BTC/USD", "BTCUSD")]:
+            one = plain.fetch(symbol, "1d", lo, hi)
+            pd.testing.assert_frame_equal(frames[given], one)
+            if symbol != "BTC/USD":
+                pd.testing.assert_frame_equal(again[symbol], one)
+        with pytest.raises(DataError, match=r"NVDA.*no bars"):
+            plain.fetch("NVDA", "1d", lo, hi)

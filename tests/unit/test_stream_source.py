@@ -7,7 +7,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -45,6 +45,13 @@ class StandIn:
         self.subscribed.set()
 
 
+class _NoWake(threading.Event):
+    """A supervisor wake-up that only its tick ends."""
+
+    def set(self) -> None:
+        pass
+
+
 def _wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -52,27 +59,56 @@ def _wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.002)
 
 
+PerChannel = Callable[[BarChannel, int | None], list[LiveBar]]
+
+
+def _rounds(history: PerChannel, rounds: list[list[str]] | None = None) -> live.History:
+    """A :data:`live.History` from a per-channel one; ``rounds`` records each call's symbols."""
+
+    def batch(wants: Sequence[tuple[BarChannel, int | None]]) -> dict[BarChannel, list[LiveBar]]:
+        if rounds is not None:
+            rounds.append([channel.symbol for channel, _ in wants])
+        return {channel: history(channel, after) for channel, after in wants}
+
+    return batch
+
+
 def _source(
-    history: Callable[[BarChannel, int | None], list[LiveBar]], *, acked: bool = True, **kw: Any
+    history: PerChannel, *, acked: bool = True, **kw: Any
 ) -> tuple[StreamSource, BarChannel, list[StandIn]]:
+    source, [channel], streams = _sources(history, ["BTC/USD"], acked=acked, **kw)
+    return source, channel, streams
+
+
+def _sources(
+    history: PerChannel,
+    symbols: Sequence[str],
+    *,
+    acked: bool = True,
+    rounds: list[list[str]] | None = None,
+    **kw: Any,
+) -> tuple[StreamSource, list[BarChannel], list[StandIn]]:
     streams: list[StandIn] = []
 
     def factory() -> StandIn:
         streams.append(StandIn(acked))
         return streams[-1]
 
-    channel = BarChannel("BTC/USD", "BTC/USD", "crypto", "1min", BarHub())
-    source = StreamSource("crypto", factory, history, silence_timeout=60.0, tick=0.005, **kw)
-    source.add(channel)
-    return source, channel, streams
+    hub = BarHub()
+    channels = [BarChannel(s, s, "crypto", "1min", hub) for s in symbols]
+    kw.setdefault("tick", 0.005)
+    source = StreamSource("crypto", factory, _rounds(history, rounds), silence_timeout=60.0, **kw)
+    for channel in channels:
+        source.add(channel)
+    return source, channels, streams
 
 
 def _statuses(channel: BarChannel) -> list[str]:
     return [NAMES[status] for status, _ in channel.items if status >= 0]
 
 
-def _bar(ts: int) -> LiveBar:
-    return LiveBar("BTC/USD", ts, 1.0, 1.0, 1.0, 1.0, 1.0)
+def _bar(ts: int, symbol: str = "BTC/USD") -> LiveBar:
+    return LiveBar(symbol, ts, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 
 def test_a_resubscription_when_live_fills_the_gap_then_goes_live() -> None:
@@ -175,9 +211,9 @@ MIN = 60 * 10**9
 T0 = int(pd.Timestamp("2026-03-02 15:00", tz="UTC").value)
 
 
-def _msg(ts: int) -> dict[str, Any]:
+def _msg(ts: int, symbol: str = "BTC/USD") -> dict[str, Any]:
     stamp = pd.Timestamp(ts, unit="ns", tz="UTC")
-    return {"S": "BTC/USD", "t": stamp, "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0}
+    return {"S": symbol, "t": stamp, "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0}
 
 
 def _bars(channel: BarChannel) -> list[int]:
@@ -328,3 +364,56 @@ def test_a_rest_outage_holds_a_gap_for_one_budget_of_attempts_at_most() -> None:
         assert source.gaps_unchecked == 1
     finally:
         source.stop()
+
+
+def test_gaps_of_several_channels_are_filled_in_one_rest_round() -> None:
+    """Two channels skip bars at the same time: one History call asks for both (the store
+    makes it one clock and one bars request), and each channel gets only its own bars."""
+    rounds: list[list[str]] = []
+    symbols = ["BTC/USD", "ETH/USD", "SOL/USD"]
+    rest = {s: [_bar(T0 + k * MIN, s) for k in range(5)] for s in symbols}
+
+    def history(channel: BarChannel, after: int | None) -> list[LiveBar]:
+        if after is None:
+            return rest[channel.symbol][:1]
+        return [b for b in rest[channel.symbol] if b.ts_ns > after]
+
+    source, channels, _ = _sources(history, symbols, rounds=rounds, tick=0.5)
+    source._wake = _NoWake()  # the gaps wait for the supervisor's next tick, not wake it
+    source.start()
+    try:
+        _wait(lambda: source.state == "live")
+        for s in symbols[:2]:
+            source.receive(_msg(T0 + 3 * MIN, s))  # bars 1 and 2 skipped
+        source.receive(_msg(T0 + MIN, "SOL/USD"))  # no gap
+        _wait(lambda: len(_bars(channels[0])) == 4 and len(_bars(channels[1])) == 4)
+        assert [_bars(c) for c in channels] == [[0, 1, 2, 3], [0, 1, 2, 3], [0, 1]]
+        assert rounds == [symbols, symbols[:2]]  # the backfill, then one round for both gaps
+        assert source.gap_filled == 4
+        assert all(bar.symbol == c.symbol for c in channels for s, bar in c.items if s < 0)
+    finally:
+        source.stop()
+
+
+def test_history_batches_share_a_request_by_timeframe_and_nearby_starts() -> None:
+    from modelyard.brokers.alpaca_store import BATCH_SPAN_BARS, history_batches
+
+    hub = BarHub()
+    t0 = pd.Timestamp("2026-03-02 15:00", tz="UTC")
+
+    def item(symbol: str, timeframe: str, minutes: int) -> tuple[BarChannel, int, pd.Timestamp]:
+        start = t0 + pd.Timedelta(minutes=minutes)
+        return BarChannel(symbol, symbol, "crypto", timeframe, hub), start.value, start
+
+    far = BATCH_SPAN_BARS + 1  # bars of 1 minute
+    items = [
+        item("A", "1min", 3),
+        item("B", "1h", 0),
+        item("C", "1min", 0),
+        item("D", "1min", far),  # too far behind C's start to share its request
+        item("E", "1h", far),  # within B's span: hours, not minutes
+    ]
+    batches = history_batches(items)
+    names = [[channel.symbol for channel, _, _ in batch] for batch in batches]
+    assert names == [["C", "A"], ["D"], ["B", "E"]]
+    assert all(len({c.timeframe for c, _, _ in b}) == 1 for b in batches)

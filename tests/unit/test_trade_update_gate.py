@@ -50,7 +50,7 @@ def test_a_hold_nobody_releases_expires() -> None:
 
 
 def test_only_accepted_live_bars_call_the_live_bar_hook() -> None:
-    source = StreamSource("stock", lambda: None, lambda channel, after: [])
+    source = StreamSource("stock", lambda: None, lambda wants: {})
     source.add(BarChannel("AAPL", "AAPL", "us_equity", "1min", BarHub()))
     calls: list[int] = []
     source.on_live_bar = lambda: calls.append(1)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ from modelyard.brokers.alpaca_client import AlpacaClient, RetryPolicy, resolve_k
 from modelyard.brokers.executor import OrderExecutor
 from modelyard.brokers.journal import Journal
 from modelyard.brokers.risk import RiskConfig, RiskEngine
-from modelyard.errors import ConfigError, DataError
+from modelyard.errors import ConfigError
 from modelyard.feeds.alpaca_history import AlpacaHistory
 from modelyard.feeds.live import (
     AlpacaLiveData,
@@ -61,6 +61,8 @@ _LIVE_STOCK_URL = "wss://stream.data.alpaca.markets/v2/iex"
 _LIVE_CRYPTO_URL = "wss://stream.data.alpaca.markets/v1beta3/crypto/us"
 # calendar days of history asked for per bar wanted (weekends, holidays, closed hours)
 _SPAN = {"crypto": 1.2, "daily_equities": 1.6, "intraday_equities": 6.0}
+#: channels whose REST starts lie within this many bars of each other share one bars request
+BATCH_SPAN_BARS = 1_000
 
 
 class _RedactKeys(logging.Filter):
@@ -278,29 +280,75 @@ class AlpacaStore:
         self.close()
 
     # -- history -----------------------------------------------------------------------------
-    def _fetch_history(self, channel: BarChannel, after_ns: int | None) -> list[LiveBar]:
-        """REST bars of ``channel`` after ``after_ns`` (or its last ``backfill_bars``)."""
+    def _fetch_history(
+        self, wants: Sequence[tuple[BarChannel, int | None]]
+    ) -> dict[BarChannel, list[LiveBar]]:
+        """REST bars of each channel after its timestamp (``None``: its last ``backfill_bars``):
+        one clock request, then one bars request per batch of channels (:func:`history_batches`)
+        and asset class (:meth:`AlpacaHistory.fetch_many`). A channel without bars is left out."""
+        if not wants:
+            return {}
         now = pd.Timestamp(self.client.get_clock().timestamp)
+        starts: list[tuple[BarChannel, int | None, pd.Timestamp]] = []
+        for channel, after_ns in wants:
+            start = self._history_start(channel, after_ns, now)
+            if start is not None and start < now:
+                starts.append((channel, after_ns, start))
+        out: dict[BarChannel, list[LiveBar]] = {}
+        for batch in history_batches(starts):
+            timeframe = batch[0][0].timeframe
+            lo = min(start for _, _, start in batch)
+            end = now + parse_timeframe(timeframe)
+            symbols = [channel.symbol for channel, _, _ in batch]
+            frames = self.history.fetch_many(symbols, timeframe, lo, end)
+            for channel, after_ns, _ in batch:
+                frame = frames.get(channel.symbol)
+                if frame is None:
+                    continue
+                bars = bars_from_frame(frame, channel, after_ns)
+                out[channel] = (
+                    bars if after_ns is not None else bars[-self.backfill[channel.symbol] :]
+                )
+        return out
+
+    def _history_start(
+        self, channel: BarChannel, after_ns: int | None, now: pd.Timestamp
+    ) -> pd.Timestamp | None:
+        """Where ``channel``'s REST bars start: after ``after_ns``, or far enough back for its
+        backfill (None: no backfill wanted)."""
+        if after_ns is not None:
+            return pd.Timestamp(after_ns, unit="ns", tz="UTC")
+        wanted = self.backfill.get(channel.symbol, 0)
+        if wanted == 0:
+            return None
         step = parse_timeframe(channel.timeframe)
-        if after_ns is None:
-            wanted = self.backfill.get(channel.symbol, 0)
-            if wanted == 0:
-                return []
-            if channel.asset_class == "crypto":
-                span = _SPAN["crypto"]
-            else:
-                daily = step >= pd.Timedelta(days=1)
-                span = _SPAN["daily_equities" if daily else "intraday_equities"]
-            start = now - step * wanted * span - step
+        if channel.asset_class == "crypto":
+            span = _SPAN["crypto"]
         else:
-            start = pd.Timestamp(after_ns, unit="ns", tz="UTC")
-        if start >= now:
-            return []
-        try:
-            frame = self.history.fetch(channel.symbol, channel.timeframe, start, now + step)
-        except DataError as exc:
-            if "no bars" in str(exc):
-                return []
-            raise
-        bars = bars_from_frame(frame, channel, after_ns)
-        return bars if after_ns is not None else bars[-self.backfill[channel.symbol] :]
+            daily = step >= pd.Timedelta(days=1)
+            span = _SPAN["daily_equities" if daily else "intraday_equities"]
+        return now - step * wanted * span - step
+
+
+def history_batches(
+    starts: Sequence[tuple[BarChannel, int | None, pd.Timestamp]],
+) -> list[list[tuple[BarChannel, int | None, pd.Timestamp]]]:
+    """Channels that can share one bars request: one timeframe, and starts no more than
+    ``BATCH_SPAN_BARS`` bars after the batch's earliest (so one channel far behind does not
+    make every other channel of its batch fetch that far back)."""
+    batches: list[list[tuple[BarChannel, int | None, pd.Timestamp]]] = []
+    by_timeframe: dict[str, list[tuple[BarChannel, int | None, pd.Timestamp]]] = {}
+    for item in starts:
+        by_timeframe.setdefault(item[0].timeframe, []).append(item)
+    for timeframe, items in by_timeframe.items():
+        span = parse_timeframe(timeframe) * BATCH_SPAN_BARS
+        for item in sorted(items, key=lambda i: i[2]):
+            if (
+                batches
+                and batches[-1][0][0].timeframe == timeframe
+                and (item[2] - batches[-1][0][2] <= span)
+            ):
+                batches[-1].append(item)
+            else:
+                batches.append([item])
+    return batches

@@ -293,6 +293,7 @@ class PaperSession:
             "reconnects": sum(s.reconnects for s in self.store.sources.values()),
             "gap_filled_bars": sum(s.gap_filled for s in self.store.sources.values()),
             "gaps_unchecked": sum(s.gaps_unchecked for s in self.store.sources.values()),
+            "rest_bar_rounds": sum(s.rest_rounds for s in self.store.sources.values()),
             "posts": self.store.executor.request_counts().get("POST /v2/orders", 0),
         }
         return Result(

@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +135,7 @@ class Emulator:
         self._cash = cash
         self._start = start
         self._limiter = RateLimiter(rate_limit_per_minute)
+        self._requests: Counter[str] = Counter()  # REST requests by path (restarts included)
         self.faults = FaultPlan()
         self.faults.set_on_add(self._on_fault)
         self._venue: Venue | None = None
@@ -181,6 +183,7 @@ class Emulator:
             key_id=self.key_id,
             secret_key=self.secret_key,
             limiter=self._limiter,
+            requests=self._requests,
             created_at=self._created_at,
             advance=self.advance,
         )
@@ -267,6 +270,12 @@ class Emulator:
                 self.advance(1)
 
     # -- state -------------------------------------------------------------------------------
+    def request_counts(self) -> dict[str, int]:
+        """REST requests received so far, by path (``/v2/stocks/bars``: ...), rate-limited ones
+        included (Alpaca counts them too); the control endpoints and websockets are not
+        counted."""
+        return dict(self._requests)
+
     @property
     def cash(self) -> float:
         with self.venue.state.lock:

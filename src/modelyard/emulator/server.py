@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from urllib.parse import unquote
@@ -81,6 +82,7 @@ def build_app(
     secret_key: str,
     limiter: RateLimiter,
     created_at: datetime,
+    requests: Counter[str] | None = None,
     advance: Callable[[int], int],
 ) -> web.Application:
     """The whole venue as one aiohttp application (REST + websockets + control)."""
@@ -130,6 +132,8 @@ def build_app(
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/_emulator") or request.headers.get("Upgrade"):
             return await handler(request)
+        if requests is not None:
+            requests[request.path] += 1
         allowed, headers = limiter.take()
         try:
             if not allowed:
@@ -284,6 +288,7 @@ def build_app(
             body = venue.state.to_dict()
             body["now"] = venue.clock.now.isoformat()
             body["streams"] = hub.counts()
+            body["requests"] = dict(requests or {})
         return web.json_response(body)
 
     async def on_shutdown(app: web.Application) -> None:

@@ -28,10 +28,15 @@ Pieces (plain classes; :class:`AlpacaLiveData` is the thin Backtrader shell):
     supervisor asks REST for the bars in between. The stream skipped them (a mute shorter
     than the watchdog's timeout, or a venue that skipped one symbol's messages) or there were
     none (no trades in those minutes). Bars found are pushed under ``DELAYED``, then the held
-    bars under ``LIVE``. The other channels go on meanwhile. Each fill costs REST requests,
-    and an illiquid symbol's empty minutes look like gaps, so a source makes at most
-    ``gap_fills_per_minute`` of them (default 30: Alpaca allows 200 requests a minute); past
-    that, a gap's held bars go on unchecked, logged and counted (``gaps_unchecked``).
+    bars under ``LIVE``. The other channels go on meanwhile. Each round of fills (every
+    channel gapped at the time) costs REST requests, and an illiquid symbol's empty minutes
+    look like gaps, so a source makes at most ``gap_fills_per_minute`` rounds (default 30:
+    Alpaca allows 200 requests a minute); past that, a gap's held bars go on unchecked,
+    logged and counted (``gaps_unchecked``).
+
+  REST bars come through one :data:`History` call per catch-up or round of fills, for every
+  channel at once: the store makes it one clock request and one bars request per asset class
+  (:meth:`~modelyard.feeds.alpaca_history.AlpacaHistory.fetch_many`), not two per symbol.
 
 * Stream handlers catch everything and log (alpaca-py swallows handler errors and can spin).
   Timestamps are UTC nanoseconds; daily equity bars are labelled at the session's 16:00
@@ -46,7 +51,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -76,7 +81,12 @@ LIVE, DELAYED, CONNBROKEN, DISCONNECTED = (
     bt.feed.DataBase.CONNBROKEN,
     bt.feed.DataBase.DISCONNECTED,
 )
-History = Callable[["BarChannel", "int | None"], list["LiveBar"]]
+#: REST bars for a round of channels: each channel with the timestamp after which it wants bars
+#: (``None``: its backfill) -> each channel's bars (a channel without bars may be left out).
+#: One call should cost as few requests as it can (the store asks for many symbols at once).
+History = Callable[
+    [Sequence[tuple["BarChannel", "int | None"]]], Mapping["BarChannel", list["LiveBar"]]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +293,7 @@ class StreamSource:
         self.reconnects = 0
         self.gap_filled = 0
         self.gaps_unchecked = 0  # channel gaps let through without REST (the budget was spent)
+        self.rest_rounds = 0  # History calls (backfill, catch-ups, gap fills), each every channel
         self.gap_fills_per_minute = gap_fills_per_minute
         self._gap_fills: deque[float] = deque()  # monotonic times of recent gap fills
         self.handler_errors = 0
@@ -455,26 +466,34 @@ class StreamSource:
 
     def _fill_gaps(self) -> None:
         """The bars REST has between each gapped channel's last bar and its held stream bars;
-        then the held bars (module docstring). A REST failure leaves the bars held and the
-        next tick retries; every attempt counts against ``gap_fills_per_minute``, so a REST
-        outage holds a channel for one budget's worth of attempts at most, then its bars go
-        on unchecked."""
+        then the held bars (module docstring). Every channel gapped at the time goes in one
+        round (one :data:`History` call). A REST failure leaves the bars held and the next
+        tick retries; every round counts against ``gap_fills_per_minute``, so a REST outage
+        holds a channel for one budget's worth of rounds at most, then its bars go on
+        unchecked."""
         with self._lock:
             todo = list(self._held)
-        for channel in todo:
-            if not self._gap_budget():
+        if not todo:
+            return
+        if not self._gap_budget():
+            for channel in todo:
                 self._release_unchecked(channel)
-                continue
-            try:
-                fetched = self._history(channel, channel.last_ts)
-            except Exception:
-                logger.exception("%s: REST bars for a gap failed; retrying", channel.symbol)
-                return
+            return
+        self.rest_rounds += 1
+        try:
+            fetched = self._history([(channel, channel.last_ts) for channel in todo])
+        except Exception:
+            logger.exception(
+                "%s stream: REST bars for %d gap(s) failed; retrying", self.kind, len(todo)
+            )
+            return
+        for channel in todo:
+            bars = fetched.get(channel, [])
             with self._lock:
                 held = self._held.pop(channel, None)
                 if held is None:  # a catch-up took them over meanwhile
                     continue
-                missed = [b for b in fetched if channel.last_ts < b.ts_ns < held[0].ts_ns]
+                missed = [b for b in bars if channel.last_ts < b.ts_ns < held[0].ts_ns]
                 if missed:
                     channel.push_status(DELAYED)
                     for bar in missed:
@@ -488,11 +507,11 @@ class StreamSource:
                         pd.Timestamp(held[0].ts_ns, unit="ns", tz="UTC"),
                     )
                 # REST's bars among the held ones too: the held bars may have gaps of their own
-                later = [b for b in fetched if held[0].ts_ns <= b.ts_ns <= held[-1].ts_ns]
+                later = [b for b in bars if held[0].ts_ns <= b.ts_ns <= held[-1].ts_ns]
                 for bar in sorted([*held, *later], key=lambda b: b.ts_ns):
                     channel.push_bar(bar)
-            if self.on_live_bar is not None:
-                self.on_live_bar()
+        if self.on_live_bar is not None:
+            self.on_live_bar()
 
     def _gap_budget(self) -> bool:
         """Whether one more gap fill fits in the last minute's ``gap_fills_per_minute``."""
@@ -569,19 +588,21 @@ class StreamSource:
             for channel in self.channels.values():
                 channel.push_status(DELAYED)
             self._delayed = True
-        fetched: list[tuple[BarChannel, list[LiveBar]]] = []
-        for channel in self.channels.values():
-            # no bar yet (an empty backfill): the backfill's window, not all of history
-            start = None if initial or channel.last_ts < 0 else channel.last_ts
-            try:
-                fetched.append((channel, self._history(channel, start)))
-            except Exception:
-                logger.exception("%s: REST bars failed; retrying", channel.symbol)
-                return  # stays in backfill/recovering; the next tick retries
+        # no bar yet (an empty backfill): the backfill's window, not all of history
+        wants = [
+            (channel, None if initial or channel.last_ts < 0 else channel.last_ts)
+            for channel in self.channels.values()
+        ]
+        self.rest_rounds += 1
+        try:
+            fetched = self._history(wants)
+        except Exception:
+            logger.exception("%s stream: REST bars failed; retrying", self.kind)
+            return  # stays in backfill/recovering; the next tick retries
         by_symbol = {c.symbol: c for c in self.channels.values()}
         with self._lock:
-            for channel, bars in fetched:
-                for bar in bars:
+            for channel in self.channels.values():
+                for bar in fetched.get(channel, []):
                     if channel.push_bar(bar) and not initial:
                         self.gap_filled += 1
             if self._subscriptions != seen:
