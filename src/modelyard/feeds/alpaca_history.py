@@ -200,19 +200,20 @@ class AlpacaHistory:
         """Bars of every symbol of ``symbols`` from ``start`` to ``end``, keyed as given, in
         one request per asset class (stocks, crypto) and every page of it; two spellings of
         one symbol (``BTCUSD``, ``BTC/USD``) are asked for once. A symbol Alpaca has no bars
-        for in that range is left out. With a
-        ``cache_dir``, each symbol is cached on its own, as :meth:`fetch` does, and only the
-        symbols not cached yet are requested."""
+        for in that range is left out. With a ``cache_dir``, each symbol is cached on its own,
+        as :meth:`fetch` does, and only the symbols not cached yet are requested."""
         label = timeframe_label(timeframe)
         lo, hi = self._range(start, end)
         wanted: dict[str, tuple[str, str]] = {}  # given -> (Alpaca symbol, asset class)
         for symbol in symbols:
             asset_class = asset_class_of(symbol)
             wanted[symbol] = (_alpaca_symbol(symbol, asset_class), asset_class)
+        unique = dict(wanted.values())  # Alpaca symbol -> asset class
+        paths = {s: self._cached(s, label, lo, hi) for s in unique}
         frames: dict[str, pd.DataFrame] = {}  # by Alpaca symbol
         by_class: dict[str, list[str]] = {}
-        for alpaca_symbol, asset_class in dict(wanted.values()).items():
-            path = self._cached(alpaca_symbol, label, lo, hi)
+        for alpaca_symbol, asset_class in unique.items():
+            path = paths[alpaca_symbol]
             if path is not None and path.is_file():
                 where = _where(alpaca_symbol, label, lo, hi)
                 logger.info("%s: read from cache %s", where, path)
@@ -226,7 +227,7 @@ class AlpacaHistory:
             for alpaca_symbol, rows in self._request(names, asset_class, label, lo, hi, where):
                 one = _where(alpaca_symbol, label, lo, hi)
                 frame = self._to_frame(rows, asset_class, label, one)
-                path = self._cached(alpaca_symbol, label, lo, hi)
+                path = paths[alpaca_symbol]
                 if path is not None:
                     _write_atomic(frame, path)
                 frames[alpaca_symbol] = frame
@@ -239,7 +240,7 @@ class AlpacaHistory:
                 asset_class=asset_class,
                 timeframe=label,
             )
-            for s, asset_class in dict(wanted.values()).items()
+            for s, asset_class in unique.items()
             if s in frames
         }
         return {given: finished[s] for given, (s, _) in wanted.items() if s in finished}

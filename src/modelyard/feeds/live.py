@@ -295,7 +295,7 @@ class StreamSource:
         self.gaps_unchecked = 0  # channel gaps let through without REST (the budget was spent)
         self.rest_rounds = 0  # History calls (backfill, catch-ups, gap fills), each every channel
         self.gap_fills_per_minute = gap_fills_per_minute
-        self._gap_fills: deque[float] = deque()  # monotonic times of recent gap fills
+        self._gap_fills: deque[float] = deque()  # monotonic times of recent gap-fill rounds
         self.handler_errors = 0
         self._lock = threading.Lock()
         self._pending: list[LiveBar] = []
@@ -478,6 +478,8 @@ class StreamSource:
         if not self._gap_budget():
             for channel in todo:
                 self._release_unchecked(channel)
+            if self.on_live_bar is not None:
+                self.on_live_bar()
             return
         self.rest_rounds += 1
         try:
@@ -514,7 +516,7 @@ class StreamSource:
             self.on_live_bar()
 
     def _gap_budget(self) -> bool:
-        """Whether one more gap fill fits in the last minute's ``gap_fills_per_minute``."""
+        """Whether one more gap-fill round fits in the last minute's ``gap_fills_per_minute``."""
         now = time.monotonic()
         while self._gap_fills and now - self._gap_fills[0] > 60.0:
             self._gap_fills.popleft()
@@ -524,7 +526,8 @@ class StreamSource:
         return True
 
     def _release_unchecked(self, channel: BarChannel) -> None:
-        """The held bars of ``channel`` as they are: no REST budget left for its gap."""
+        """The held bars of ``channel`` as they are: no REST budget left for its gap (the
+        caller wakes the Backtrader loop)."""
         with self._lock:
             held = self._held.pop(channel, None)
             if held is None:
@@ -533,14 +536,12 @@ class StreamSource:
             for bar in held:
                 channel.push_bar(bar)
         logger.warning(
-            "%s: a gap before %s was not checked over REST (%d gap fills in the last minute "
-            "already); bars the stream skipped there, if any, are missing",
+            "%s: a gap before %s was not checked over REST (%d gap-fill rounds in the last "
+            "minute already); bars the stream skipped there, if any, are missing",
             channel.symbol,
             pd.Timestamp(held[0].ts_ns, unit="ns", tz="UTC"),
             self.gap_fills_per_minute,
         )
-        if self.on_live_bar is not None:
-            self.on_live_bar()
 
     def _reconnect(self, now: float) -> None:
         self._failures += 1
